@@ -1,0 +1,22 @@
+# The two set-up commands of the README: `make demo` trains the bundled scene, `make test` runs the tests.
+# Each installs what it needs first (scripts/install.sh: Debian libraries for open3d, .venv, torch, the package).
+VENV := .venv
+STAMP := $(VENV)/.featurefields-installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test install scene
+
+$(STAMP): pyproject.toml setup.py scripts/install.sh
+	bash scripts/install.sh
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ff-train scenes/tabletop --out outputs/tabletop
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+scene: $(STAMP)
+	$(VENV)/bin/ff-scene tabletop --seed 0 --out scenes/tabletop

@@ -1,0 +1,481 @@
+"""Scene loading entry point and the per-frame pipeline every format shares.
+
+A format loader only turns its files into a list of :class:`FrameSpec` (paths, pose, intrinsics); reading,
+undistorting, resizing and stacking happen here once, so every format gets the same size checks, the same
+pixel-centre-correct resampling and the same error messages.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from ..io import one_reason, read_image
+from .cameras import Cameras
+from .scene import SceneData
+from .validate import check_exists, check_nonempty_dir, check_size
+
+FORMATS = ("auto", "nerfstudio", "blender", "rgbd")
+COLOR_DIRS = ("image", "color", "colour", "rgb")
+DEPTH_DIRS = ("depth",)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def load_scene(
+    path: str | os.PathLike,
+    *,
+    downscale: float = 1.0,
+    max_size: int | None = None,
+    eval_every: int = 8,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    format: str = "auto",
+    with_extras: bool = True,
+    stride: int = 1,
+    depth_scale: float = 1000.0,
+) -> SceneData:
+    """Load a scene folder (or a transforms.json) into the metric world frame it was given in.
+
+    ``downscale`` divides the resolution, ``max_size`` caps the longest side (the stronger of the two wins).
+    ``eval_every``: hold out frames ``i % eval_every == 0`` when the source has no split (0 = hold out none).
+    ``with_extras=False`` skips depth, masks, semantics, instances and points (cameras and images only).
+    ``stride`` and ``depth_scale`` (raw depth units per metre) apply to RGB-D sequences only.
+    """
+    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras)
+    if format not in FORMATS:
+        raise DataError(f"unknown scene format {format!r} (choose from {', '.join(FORMATS)})")
+    path = check_exists(path)
+    if format == "auto":
+        fmt, root = detect_format(path)
+    elif path.is_file() and format != "nerfstudio":  # a transforms_*.json or trajectory.log: its scene folder
+        fmt, root = format, (detect_format(path)[1] if format == "rgbd" and path.name == "trajectory.log"
+                             else path.parent)
+    else:
+        fmt, root = format, path
+    if fmt != "rgbd" and (stride != 1 or depth_scale != 1000.0):
+        raise ConfigError(f"stride/depth_scale apply to RGB-D sequences only, but {path} is a {fmt} scene")
+    if fmt == "nerfstudio":
+        from .nerfstudio import load_nerfstudio
+
+        return load_nerfstudio(root, opts)
+    if fmt == "blender":
+        from .blender import load_blender
+
+        return load_blender(root, opts)
+    from .rgbd import load_rgbd
+
+    return load_rgbd(root, opts, stride=stride, depth_scale=depth_scale)
+
+
+def detect_format(path: Path) -> tuple[str, Path]:
+    """(format, path to hand to that loader) from what the folder contains."""
+    if path.is_file():
+        if path.name.startswith("transforms_") and path.suffix == ".json":
+            return "blender", path.parent
+        if path.suffix == ".json":
+            return "nerfstudio", path
+        if path.name == "trajectory.log":
+            return "rgbd", path.parent if find_subdir(path.parent, COLOR_DIRS) else path.parent.parent
+        raise DataError(f"{path}: unknown scene format (expected a folder, a transforms.json or a trajectory.log)")
+    check_nonempty_dir(path)
+    if (path / "transforms.json").is_file():
+        return "nerfstudio", path / "transforms.json"
+    if (path / "transforms_train.json").is_file():
+        return "blender", path
+    if find_subdir(path, COLOR_DIRS) and find_subdir(path, DEPTH_DIRS) and find_trajectory(path, required=False):
+        return "rgbd", path
+    raise DataError(
+        f"{path}: unknown scene format (expected transforms.json, transforms_train.json, "
+        f"or {'/'.join(COLOR_DIRS)} + depth folders with a trajectory.log)"
+    )
+
+
+def find_subdir(root: Path, names: Sequence[str]) -> Path | None:
+    for n in names:
+        if (root / n).is_dir():
+            return root / n
+    return None
+
+
+def find_trajectory(root: Path, *, required: bool = True) -> Path | None:
+    """``trajectory.log`` in ``root`` or exactly one direct subfolder (Open3D's reconstruction layout)."""
+    if (root / "trajectory.log").is_file():
+        return root / "trajectory.log"
+    found = sorted(p for p in root.glob("*/trajectory.log") if p.is_file())
+    if len(found) > 1:
+        raise DataError(f"{root}: several trajectory.log files ({', '.join(str(p.relative_to(root)) for p in found)})")
+    if found:
+        return found[0]
+    if required:
+        raise DataError(f"{root}: no trajectory.log in the folder or its subfolders")
+    return None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    downscale: float
+    max_size: int | None
+    eval_every: int
+    background: tuple[float, float, float]
+    with_extras: bool
+
+    @staticmethod
+    def make(downscale, max_size, eval_every, background, with_extras) -> "LoadOptions":
+        if not (isinstance(downscale, (int, float)) and math.isfinite(downscale) and downscale > 0):
+            raise ConfigError(f"downscale must be a positive number, got {downscale!r}")
+        if max_size is not None and (int(max_size) != max_size or max_size < 1):
+            raise ConfigError(f"max_size must be a positive integer, got {max_size!r}")
+        if int(eval_every) != eval_every or eval_every < 0:
+            raise ConfigError(f"eval_every must be a non-negative integer, got {eval_every!r}")
+        bg = tuple(float(c) for c in background)
+        if len(bg) != 3 or not all(0.0 <= c <= 1.0 for c in bg):
+            raise ConfigError(f"background must be three values in [0, 1], got {background!r}")
+        return LoadOptions(float(downscale), None if max_size is None else int(max_size), int(eval_every), bg,
+                           bool(with_extras))
+
+
+def interval_split(n: int, eval_every: int, what: str) -> tuple[list[int], list[int]]:
+    """Hold out every ``eval_every``-th frame (i % eval_every == 0); 0 holds out none, and so does a single frame
+    (there is nothing to train on otherwise)."""
+    if eval_every == 0 or (n == 1 and eval_every > 1):
+        return list(range(n)), []
+    test = [i for i in range(n) if i % eval_every == 0]
+    train = [i for i in range(n) if i % eval_every != 0]
+    if not train:
+        raise ConfigError(f"{what}: eval_every={eval_every} leaves no training frames out of {n}")
+    return train, test
+
+
+def target_size(width: int, height: int, downscale: float = 1.0, max_size: int | None = None) -> tuple[int, int]:
+    """Output (width, height): divide by ``downscale``, then cap the longest side at ``max_size``."""
+    s = 1.0 / downscale
+    if max_size is not None:
+        s = min(s, max_size / max(width, height))
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def natural_key(name: str) -> list:
+    """Sort ``frame2`` before ``frame10`` when files are not zero-padded."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """Decode frames on a few threads (PIL and OpenCV release the GIL); the first error in order is raised."""
+    workers = min(8, os.cpu_count() or 1, max(1, len(items)))
+    if workers == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        return list(ex.map(fn, items))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resampling
+
+
+def resize_area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Box-filtered resize (no aliasing when shrinking); ``size`` is (width, height)."""
+    import cv2
+
+    if (img.shape[1], img.shape[0]) == tuple(size):
+        return img
+    return cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA)
+
+
+def resize_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest sample at each output pixel centre, so labels stay labels and depth is never averaged with 0."""
+    h0, w0 = arr.shape[:2]
+    w, h = size
+    if (w0, h0) == (w, h):
+        return arr
+    rows = np.minimum(((np.arange(h) + 0.5) * (h0 / h)).astype(np.int64), h0 - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * (w0 / w)).astype(np.int64), w0 - 1)
+    return arr[rows[:, None], cols[None, :]]
+
+
+def composite_resize(img: np.ndarray, size: tuple[int, int], background: tuple[float, float, float]) -> np.ndarray:
+    """uint8 RGB(A) -> uint8 RGB at ``size``, alpha blended over ``background`` (RGB in [0, 1]).
+
+    Premultiplied colour and alpha are box-filtered separately, which equals compositing at full resolution and
+    then resizing (both are linear) but does the blend on the small image.
+    """
+    import cv2
+
+    if img.shape[2] == 3:
+        return resize_area(img, size)
+    if img[..., 3].min() == 255:
+        return resize_area(np.ascontiguousarray(img[..., :3]), size)
+    f = img.astype(np.float32)
+    a = cv2.multiply(f[..., 3], 1.0 / 255.0)
+    pm = cv2.multiply(f, cv2.merge([a, a, a, np.ones_like(a)]))  # [H, W, 4] premultiplied RGB, alpha kept in 0..255
+    pm[..., 3] = a
+    pm = resize_area(pm, size)
+    bg = np.asarray(background, dtype=np.float32) * 255.0
+    out = pm[..., :3] + bg * (1.0 - pm[..., 3:4])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Undistortion: OpenCV pixel centres are integers, ours are at +0.5, hence the half-pixel shift of K.
+
+_MAP_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_MAP_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Distortion:
+    model: str  # "OPENCV" (k1 k2 p1 p2 k3) or "OPENCV_FISHEYE" (k1 k2 k3 k4)
+    coeffs: tuple[float, ...]
+
+
+def undistort_maps(K: np.ndarray, dist: Distortion, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Remap tables that turn a distorted ``size`` image into a pinhole image with the same K."""
+    import cv2
+
+    key = (tuple(np.round(K, 9).ravel()), dist, tuple(size))
+    with _MAP_LOCK:
+        if key in _MAP_CACHE:
+            return _MAP_CACHE[key]
+    Kcv = K.astype(np.float64).copy()
+    Kcv[0, 2] -= 0.5
+    Kcv[1, 2] -= 0.5
+    D = np.asarray(dist.coeffs, dtype=np.float64)
+    if dist.model == "OPENCV_FISHEYE":
+        m1, m2 = cv2.fisheye.initUndistortRectifyMap(Kcv, D, np.eye(3), Kcv, tuple(size), cv2.CV_32FC1)
+    else:
+        m1, m2 = cv2.initUndistortRectifyMap(Kcv, D, None, Kcv, tuple(size), cv2.CV_32FC1)
+    with _MAP_LOCK:
+        if len(_MAP_CACHE) > 64:
+            _MAP_CACHE.clear()
+        _MAP_CACHE[key] = (m1, m2)
+    return m1, m2
+
+
+def undistort(arr: np.ndarray, K: np.ndarray, dist: Distortion, *, nearest: bool, fill: float = 0) -> np.ndarray:
+    import cv2
+
+    h, w = arr.shape[:2]
+    m1, m2 = undistort_maps(K, dist, (w, h))
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.remap(arr, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def scaled_K(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    out = K.astype(np.float64).copy()
+    out[0] *= to_size[0] / from_size[0]
+    out[1] *= to_size[1] / from_size[1]
+    out[2] = [0.0, 0.0, 1.0]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-frame readers
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 [H, W, 3 or 4]; grey, palette and 16-bit images are converted (transparency kept as alpha)."""
+    from PIL import Image
+
+    arr = read_image(path)
+    if arr.ndim == 2 or arr.dtype != np.uint8 or arr.shape[2] not in (3, 4):
+        # Grey, 16-bit, palette, 2-channel: let PIL do the conversion (keeps transparency as alpha).
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGBA"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: corrupt or unreadable image ({one_reason(e)})") from None
+    return arr
+
+
+def read_depth(path: Path, scale: float) -> np.ndarray:
+    """float32 metres [H, W], 0 = unknown. PNG must be single-channel 16-bit; .npy is multiplied by ``scale`` too."""
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise DataError(f"{path}: depth file not found")
+        try:
+            arr = np.load(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: corrupt depth file ({one_reason(e)})") from None
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if arr.ndim != 2:
+            raise DataError(f"{path}: depth must be a 2D array, got shape {arr.shape}")
+    else:
+        arr = read_image(path)
+        if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32, np.uint32):
+            raise DataError(f"{path}: depth must be a single-channel 16-bit PNG (got {arr.dtype} {arr.shape})")
+    depth = arr.astype(np.float32) * np.float32(scale)
+    depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth
+
+
+def read_labels(path: Path, n_labels: int | None = None) -> np.ndarray:
+    """int16 [H, W]; 255 (8-bit) or 65535 (16-bit) mean unknown -> -1."""
+    arr = read_image(path)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: label image must be single-channel (got shape {arr.shape})")
+    unknown = 255 if arr.dtype == np.uint8 else 65535
+    arr = arr.astype(np.int64)
+    invalid = arr == unknown
+    arr[invalid] = -1
+    top = int(arr.max()) if arr.size else -1
+    if top > np.iinfo(np.int16).max:
+        raise DataError(f"{path}: label value {top} does not fit int16")
+    if n_labels is not None and top >= n_labels:
+        raise DataError(f"{path}: semantic value {top} but only {n_labels} semantic_labels are listed")
+    return arr.astype(np.int16)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """bool [H, W], True where the pixel is valid (any non-zero value)."""
+    arr = read_image(path)
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=2)
+    return arr > 0
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DataError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: corrupt or unreadable image ({one_reason(e)})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shared pipeline
+
+
+@dataclass
+class FrameSpec:
+    name: str  # relative image path, for messages and SceneData.frame_names
+    image: Path
+    c2w: np.ndarray  # [4, 4] OpenCV axes
+    K: np.ndarray  # [3, 3] at the native image size, pixel centres at +0.5
+    size: tuple[int, int] | None = None  # declared native (width, height); None = whatever the file is
+    dist: Distortion | None = None
+    depth: Path | None = None
+    depth_scale: float = 1.0  # raw value -> metres multiplier
+    mask: Path | None = None
+    semantic: Path | None = None
+    instance: Path | None = None
+    extras_from: str = ""  # names the source file in size messages
+
+
+@dataclass
+class LoadedFrames:
+    images: torch.Tensor  # [N, H, W, 3] uint8
+    cameras: Cameras
+    depths: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    semantics: torch.Tensor | None = None
+    instances: torch.Tensor | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_frames(specs: Sequence[FrameSpec], opts: LoadOptions, *, n_labels: int | None = None) -> LoadedFrames:
+    """Read, check, undistort and resize every frame to one common output size."""
+    if not specs:
+        raise DataError("no frames to load")
+    first = specs[0]
+    native = first.size if first.size is not None else image_size(first.image)
+    for s in specs[1:]:
+        if s.size is not None:
+            check_size(s.size, native, f"frame {s.name}", f"frame {first.name}")
+    out_size = target_size(*native, opts.downscale, opts.max_size)
+    extras = opts.with_extras
+    has = {k: extras and any(getattr(s, k) is not None for s in specs) for k in ("depth", "mask", "semantic", "instance")}
+    distorted = any(s.dist is not None for s in specs)
+
+    def extra(s: FrameSpec, path: Path, arr: np.ndarray, *, fill, kind: str) -> np.ndarray:
+        h1, w1 = arr.shape[:2]
+        w0, h0 = native
+        if (w1, h1) != (w0, h0) and abs(w1 * h0 - h1 * w0) > max(w0, h0):
+            raise DataError(f"{path}: {kind} size {w1}x{h1} does not match image {s.name} size {w0}x{h0}")
+        if s.dist is not None:
+            arr = undistort(arr, scaled_K(s.K, native, (w1, h1)), s.dist, nearest=True, fill=fill)
+        return resize_nearest(arr, out_size)
+
+    def one(s: FrameSpec) -> dict:
+        img = read_rgb(s.image)
+        check_size((img.shape[1], img.shape[0]), native, f"frame {s.name}",
+                   f"declared in {s.extras_from}" if s.size is not None else f"frame {first.name}")
+        r: dict = {}
+        if s.dist is not None:
+            img = undistort(img, s.K, s.dist, nearest=False)
+            if extras:
+                ones = np.full(img.shape[:2], 255, np.uint8)
+                r["valid"] = resize_nearest(undistort(ones, s.K, s.dist, nearest=True) > 0, out_size)
+        r["image"] = composite_resize(img, out_size, opts.background)
+        w, h = out_size
+        if has["depth"]:
+            r["depth"] = (extra(s, s.depth, read_depth(s.depth, s.depth_scale), fill=0.0, kind="depth")
+                          if s.depth is not None else np.zeros((h, w), np.float32))
+        if has["mask"]:
+            r["mask"] = (extra(s, s.mask, read_mask(s.mask).astype(np.uint8), fill=0, kind="mask") > 0
+                         if s.mask is not None else np.ones((h, w), bool))
+        for key in ("semantic", "instance"):
+            if has[key]:
+                p = getattr(s, key)
+                r[key] = (extra(s, p, read_labels(p, n_labels if key == "semantic" else None), fill=-1, kind=key)
+                          if p is not None else np.full((h, w), -1, np.int16))
+        return r
+
+    frames = parallel_map(one, specs)
+    cams = Cameras(
+        c2w=torch.from_numpy(np.stack([s.c2w for s in specs])).float(),
+        K=torch.from_numpy(np.stack([s.K for s in specs])).float(),
+        width=native[0],
+        height=native[1],
+    ).resized(*out_size)
+    out = LoadedFrames(images=torch.from_numpy(np.stack([f["image"] for f in frames])), cameras=cams)
+
+    def stack(key):
+        return torch.from_numpy(np.stack([f[key] for f in frames]))
+
+    if has["depth"]:
+        out.depths = stack("depth").float()
+    if has["semantic"]:
+        out.semantics = stack("semantic").to(torch.int16)
+    if has["instance"]:
+        out.instances = stack("instance").to(torch.int16)
+    masks = stack("mask") if has["mask"] else None
+    if distorted and extras:
+        valid = stack("valid")
+        if not bool(valid.all()):
+            masks = valid if masks is None else masks & valid
+            out.notes.append("undistortion leaves pixels outside the source image; they are masked out")
+    out.masks = masks
+    return out
+
+
+def relative_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def existing_image(path: Path, exts: Iterable[str] = IMAGE_EXTS) -> Path:
+    """``path`` itself, or with an image extension added when the listing omits it (Blender style)."""
+    if path.is_file() or path.suffix.lower() in exts:
+        return path
+    for ext in exts:
+        if path.with_name(path.name + ext).is_file():
+            return path.with_name(path.name + ext)
+    return path

@@ -1,0 +1,156 @@
+"""RGB-D sequences: colour + uint16 depth folders with an Open3D/Redwood ``trajectory.log``.
+
+The log holds camera-to-world matrices already in OpenCV axes. Open3D intrinsics put pixel centres at integer
+coordinates (cx = 319.5 for a 640-wide image); featurefields puts them at +0.5, so cx and cy gain half a pixel.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..io import read_json
+from .load import (
+    COLOR_DIRS,
+    DEPTH_DIRS,
+    IMAGE_EXTS,
+    FrameSpec,
+    LoadOptions,
+    find_subdir,
+    find_trajectory,
+    image_size,
+    interval_split,
+    load_frames,
+    natural_key,
+    relative_name,
+)
+from .scene import SceneData
+from .validate import (
+    as_float,
+    check_counts,
+    check_exists,
+    check_intrinsics,
+    check_nonempty_dir,
+    check_pose,
+    check_size,
+    require_keys,
+)
+
+PRIMESENSE = (525.0, 525.0, 319.5, 239.5, 640, 480)  # fx, fy, cx, cy (Open3D convention), width, height
+
+
+def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, depth_scale: float = 1000.0) -> SceneData:
+    """``depth_scale``: raw depth units per metre (1000 for millimetres). ``stride`` keeps every stride-th frame."""
+    root = check_nonempty_dir(path)
+    if int(stride) != stride or stride < 1:
+        raise ConfigError(f"stride must be a positive integer, got {stride!r}")
+    if not depth_scale > 0:
+        raise ConfigError(f"depth_scale must be positive, got {depth_scale!r}")
+    color_dir = find_subdir(root, COLOR_DIRS)
+    depth_dir = find_subdir(root, DEPTH_DIRS)
+    if color_dir is None:
+        raise DataError(f"{root}: no colour folder ({', '.join(COLOR_DIRS)})")
+    if depth_dir is None:
+        raise DataError(f"{root}: no depth folder")
+    log = find_trajectory(root)
+    colors = _list_images(color_dir, IMAGE_EXTS)
+    depths = _list_images(depth_dir, (".png",))
+    poses = read_trajectory_log(log)
+    check_counts(str(root), **{f"{color_dir.name} images": len(colors), f"{depth_dir.name} images": len(depths),
+                               f"poses in {relative_name(log, root)}": len(poses)})
+
+    notes: list[str] = []
+    fx, fy, cx, cy, w, h, source = _intrinsics(root, log.parent)
+    size = image_size(colors[0])
+    if source is None:
+        if size != (w, h):
+            raise DataError(f"{root}: no camera_*.json / intrinsic.json, and the PrimeSense default is for "
+                            f"{w}x{h} images, not {size[0]}x{size[1]}")
+        notes.append(f"{root.name}: no intrinsics file; using PrimeSense default fx=fy=525, cx=319.5, cy=239.5")
+    else:
+        check_size(size, (w, h), f"image {relative_name(colors[0], root)}", f"declared in {source.name}")
+    K = np.array([[fx, 0.0, cx + 0.5], [0.0, fy, cy + 0.5], [0.0, 0.0, 1.0]])
+
+    keep = list(range(0, len(colors), int(stride)))
+    specs = [
+        FrameSpec(name=relative_name(colors[i], root), image=colors[i], depth=depths[i], depth_scale=1.0 / depth_scale,
+                  c2w=check_pose(poses[i], f"{relative_name(log, root)} frame {i}"), K=K, size=(w, h),
+                  extras_from=source.name if source else "PrimeSense default")
+        for i in keep
+    ]
+    train_idx, test_idx = interval_split(len(specs), opts.eval_every, str(root))
+    loaded = load_frames(specs, opts)
+    return SceneData(
+        name=root.name,
+        root=root,
+        images=loaded.images,
+        cameras=loaded.cameras,
+        frame_names=[s.name for s in specs],
+        train_idx=train_idx,
+        test_idx=test_idx,
+        depths=loaded.depths,
+        masks=loaded.masks,
+        notes=notes + loaded.notes,
+    )
+
+
+def _list_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts),
+                   key=lambda p: natural_key(p.name))
+    if not files:
+        raise DataError(f"{folder}: no {'/'.join(exts)} images")
+    return files
+
+
+def read_trajectory_log(path: str | os.PathLike) -> list[np.ndarray]:
+    """Camera-to-world [4, 4] float64 matrices from a Redwood/Open3D ``.log``: per frame a header line of three
+    integers, then four rows of four numbers."""
+    path = check_exists(path)
+    lines = [(n, ln.split()) for n, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip()]
+    if not lines:
+        raise DataError(f"{path}: empty trajectory")
+    if len(lines) % 5:
+        raise DataError(f"{path}: {len(lines)} non-empty lines is not a multiple of 5 (header + 4 matrix rows)")
+    poses = []
+    for b in range(0, len(lines), 5):
+        n, head = lines[b]
+        if len(head) != 3 or not all(t.lstrip("-").isdigit() for t in head):
+            raise DataError(f"{path} line {n}: expected a header of three integers, got {' '.join(head)!r}")
+        rows = []
+        for n, toks in lines[b + 1:b + 5]:
+            if len(toks) != 4:
+                raise DataError(f"{path} line {n}: expected 4 numbers, got {len(toks)}")
+            rows.append([as_float(t, f"{path} line {n}") for t in toks])
+        poses.append(np.array(rows))
+    return poses
+
+
+def read_open3d_intrinsics(path: Path) -> tuple[float, float, float, float, int, int]:
+    """(fx, fy, cx, cy, width, height) from an Open3D PinholeCameraIntrinsic json (column-major matrix)."""
+    meta = read_json(path)
+    require_keys(meta, ["width", "height", "intrinsic_matrix"], str(path))
+    m = meta["intrinsic_matrix"]
+    if not isinstance(m, list) or len(m) != 9:
+        raise DataError(f"{path}: intrinsic_matrix must list 9 numbers (column-major 3x3)")
+    K = np.array([as_float(v, f"{path}: intrinsic_matrix") for v in m]).reshape(3, 3).T
+    w, h = int(as_float(meta["width"], f"{path}: width")), int(as_float(meta["height"], f"{path}: height"))
+    if w <= 0 or h <= 0:
+        raise DataError(f"{path}: image size {w}x{h} is not positive")
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    check_intrinsics(fx, fy, cx, cy, str(path))
+    return float(fx), float(fy), float(cx), float(cy), w, h
+
+
+def _intrinsics(root: Path, log_dir: Path):
+    """Open3D intrinsics json beside the frames or the trajectory; else the PrimeSense default (source None)."""
+    found: list[Path] = []
+    for d in dict.fromkeys([root, log_dir]):
+        found += sorted(p for p in d.glob("camera*.json") if p.is_file())
+        found += [p for p in (d / "intrinsic.json", d / "intrinsics.json") if p.is_file()]
+    if len(found) > 1:
+        raise DataError(f"{root}: several intrinsics files ({', '.join(relative_name(p, root) for p in found)})")
+    if found:
+        return (*read_open3d_intrinsics(found[0]), found[0])
+    return (*PRIMESENSE, None)

@@ -1,0 +1,153 @@
+"""A 3D Gaussian splat scene whose Gaussians carry, besides SH colour, a feature vector of run-time width.
+
+Parameters are stored unconstrained (log-scales, opacity logits, unnormalised quaternions) so Adam can move them
+freely; the activated values are exposed as properties. The feature block is either one shared low-dimensional
+latent that per-teacher decoders lift to each teacher's width after rasterisation (the Feature 3DGS speed-up), or a
+full-width block per teacher (``FeatureLayout``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..render.sh import num_sh_bases
+
+SH_C0 = 0.28209479177387814  # Y_0^0: converts an RGB value to its DC SH coefficient
+
+
+def rgb_to_sh0(rgb: Tensor) -> Tensor:
+    return (rgb - 0.5) / SH_C0
+
+
+def sh0_to_rgb(sh0: Tensor) -> Tensor:
+    return sh0 * SH_C0 + 0.5
+
+
+@dataclass
+class TeacherSpec:
+    """What the field needs to know about a teacher: its name and output width."""
+
+    name: str
+    dim: int
+
+
+@dataclass
+class FeatureLayout:
+    """How per-Gaussian features map to teacher features.
+
+    ``latent_dim > 0``: one shared latent of that width, decoded per pixel by a per-teacher head.
+    ``latent_dim == 0``: a full-width block per teacher, concatenated; heads just slice it.
+    """
+
+    teachers: list[TeacherSpec] = field(default_factory=list)
+    latent_dim: int = 0
+    decoder_hidden: int = 0  # 0: a linear head (1x1 conv); >0: a two-layer MLP with this many hidden units
+
+    @property
+    def width(self) -> int:  # channels rasterised per Gaussian
+        return self.latent_dim if self.latent_dim > 0 else sum(t.dim for t in self.teachers)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureLayout":
+        return cls([TeacherSpec(**t) for t in d["teachers"]], d["latent_dim"], d.get("decoder_hidden", 0))
+
+
+class FeatureDecoder(nn.Module):
+    """Per-pixel heads: rendered feature map [..., width] -> teacher features [..., D_t]."""
+
+    def __init__(self, layout: FeatureLayout):
+        super().__init__()
+        self.layout = layout
+        self.heads = nn.ModuleDict()
+        if layout.latent_dim > 0:
+            for t in layout.teachers:
+                if layout.decoder_hidden > 0:
+                    self.heads[t.name] = nn.Sequential(
+                        nn.Linear(layout.latent_dim, layout.decoder_hidden), nn.ReLU(),
+                        nn.Linear(layout.decoder_hidden, t.dim))
+                else:
+                    self.heads[t.name] = nn.Linear(layout.latent_dim, t.dim)
+        self._slices: dict[str, slice] = {}
+        start = 0
+        for t in layout.teachers:
+            self._slices[t.name] = slice(start, start + t.dim)
+            start += t.dim
+
+    def forward(self, feature_map: Tensor, teacher: str) -> Tensor:
+        if self.layout.latent_dim > 0:
+            return self.heads[teacher](feature_map)
+        return feature_map[..., self._slices[teacher]]
+
+
+class GaussianField(nn.Module):
+    """N Gaussians: means [N,3], log_scales [N,3], quats [N,4] (wxyz), opacity_logits [N], sh0 [N,1,3],
+    shN [N,K-1,3], features [N,F]; plus the feature decoder."""
+
+    param_names = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN", "features")
+
+    def __init__(self, means: Tensor, colors: Tensor, log_scales: Tensor, layout: FeatureLayout, sh_degree: int = 3,
+                 init_opacity: float = 0.1, seed: int = 0):
+        super().__init__()
+        n = means.shape[0]
+        g = torch.Generator().manual_seed(seed)
+        k = num_sh_bases(sh_degree)
+        self.sh_degree = sh_degree
+        self.layout = layout
+        self.means = nn.Parameter(means.float().clone())
+        self.log_scales = nn.Parameter(log_scales.float().clone())
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1.0
+        self.quats = nn.Parameter(quats)
+        self.opacity_logits = nn.Parameter(torch.full((n,), math.log(init_opacity / (1 - init_opacity))))
+        self.sh0 = nn.Parameter(rgb_to_sh0(colors.float().clamp(0, 1))[:, None, :].clone())
+        self.shN = nn.Parameter(torch.zeros(n, k - 1, 3))
+        self.features = nn.Parameter(0.1 * torch.randn(n, layout.width, generator=g))
+        self.decoder = FeatureDecoder(layout)
+
+    # ---- activated values -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def scales(self) -> Tensor:  # [N, 3] metres
+        return self.log_scales.exp()
+
+    @property
+    def opacities(self) -> Tensor:  # [N]
+        return torch.sigmoid(self.opacity_logits)
+
+    @property
+    def sh_coeffs(self) -> Tensor:  # [N, K, 3]
+        return torch.cat([self.sh0, self.shN], dim=1)
+
+    def params(self) -> dict[str, nn.Parameter]:
+        return {name: getattr(self, name) for name in self.param_names}
+
+    def replace_params(self, new: dict[str, Tensor]) -> None:
+        """Swap in tensors of a new Gaussian count (density control, edits); decoder untouched."""
+        for name in self.param_names:
+            setattr(self, name, nn.Parameter(new[name].detach().clone()))
+
+    # ---- persistence ------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "sh_degree": self.sh_degree,
+            "layout": self.layout.to_dict(),
+            "params": {k: v.detach().cpu() for k, v in self.params().items()},
+            "decoder": self.decoder.state_dict(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "GaussianField":
+        p = state["params"]
+        layout = FeatureLayout.from_dict(state["layout"])
+        f = cls(p["means"], torch.zeros_like(p["means"]), p["log_scales"], layout, state["sh_degree"])
+        f.replace_params(p)
+        f.decoder.load_state_dict(state["decoder"])
+        return f

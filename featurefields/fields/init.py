@@ -1,0 +1,59 @@
+"""Where the first Gaussians come from: scene points (from depth or a point file) or random in the scene bounds."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.cameras import Cameras
+from ..errors import ConfigError
+
+
+def knn_log_scales(points: Tensor, k: int = 3) -> Tensor:
+    """Isotropic log-scale per point from the mean distance to its k nearest neighbours (3DGS's initial size)."""
+    from scipy.spatial import cKDTree
+
+    pts = points.detach().cpu().double().numpy()
+    if len(pts) <= k:
+        d = np.full(len(pts), 0.01)
+    else:
+        dist, _ = cKDTree(pts).query(pts, k=k + 1)
+        d = dist[:, 1:].mean(axis=1)
+    d = np.clip(d, 1e-4, None)
+    return torch.from_numpy(np.log(d)).float()[:, None].repeat(1, 3)
+
+
+def scene_extent(cameras: Cameras) -> float:
+    """Radius of the camera rig (1.1x the farthest camera from their mean); sets position learning rates."""
+    c = cameras.centers
+    return float(1.1 * (c - c.mean(0)).norm(dim=-1).max().clamp_min(1e-3))
+
+
+def random_points_in_view(cameras: Cameras, n: int, near: float, far: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Points scattered inside the training frusta between ``near`` and ``far`` metres, with grey colours."""
+    g = torch.Generator().manual_seed(seed)
+    cam = torch.randint(0, len(cameras), (n,), generator=g)
+    uv = torch.rand(n, 2, generator=g) * torch.tensor([cameras.width, cameras.height])
+    z = near + (far - near) * torch.rand(n, generator=g)
+    K = cameras.K[cam]
+    x = (uv[:, 0] - K[:, 0, 2]) / K[:, 0, 0] * z
+    y = (uv[:, 1] - K[:, 1, 2]) / K[:, 1, 1] * z
+    p_cam = torch.stack([x, y, z, torch.ones_like(z)], -1)
+    p = (cameras.c2w[cam] @ p_cam[..., None])[:, :3, 0]
+    return p, torch.full((n, 3), 0.5)
+
+
+def subsample(points: Tensor, colors: Tensor, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    if len(points) <= n:
+        return points, colors
+    idx = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]
+    return points[idx], colors[idx]
+
+
+def check_points(points: Tensor, colors: Tensor) -> None:
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
+        raise ConfigError(f"initial points must be a non-empty [P, 3] array, got shape {tuple(points.shape)}")
+    if not torch.isfinite(points).all():
+        raise ConfigError("initial points contain NaN or inf")
+    if colors.shape != points.shape:
+        raise ConfigError(f"initial colours {tuple(colors.shape)} do not match points {tuple(points.shape)}")

@@ -1,0 +1,51 @@
+"""Render a GaussianField from one camera: colour, rendered feature channels, depth and alpha.
+
+Colour, features and depth are rasterised as channels of one image. By default features must not move geometry
+(a teacher's mistakes should not bend the scene): then the feature channels go through a second rasterisation
+whose geometry inputs are detached, so their loss only trains the features and decoders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..render import render
+from ..render.sh import eval_sh
+from .gaussians import GaussianField
+
+
+@dataclass
+class FieldRender:
+    rgb: Tensor  # [H, W, 3]
+    features: Tensor | None  # [H, W, F] rendered (latent or full-width) features, before decoding
+    depth: Tensor  # [H, W] expected depth along the optical axis (0 where nothing was hit)
+    alpha: Tensor  # [H, W]
+    means2d: Tensor  # [N, 2] projected means; .grad after backward drives density control
+    radii: Tensor  # [N]
+
+
+def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, height: int, *,
+                 background: Tensor | None = None, sh_degree: int | None = None, with_features: bool = True,
+                 features_move_geometry: bool = False) -> FieldRender:
+    """c2w: [4, 4] OpenCV camera-to-world; K: [3, 3]; background: [3] colour behind the Gaussians."""
+    viewmat = torch.linalg.inv(c2w)
+    degree = field.sh_degree if sh_degree is None else min(sh_degree, field.sh_degree)
+    dirs = field.means - c2w[:3, 3]
+    rgb = (eval_sh(degree, dirs, field.sh_coeffs) + 0.5).clamp_min(0)  # [N, 3]
+    depth_z = (field.means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2:3]  # [N, 1]
+    bg = background if background is not None else torch.zeros(3, device=rgb.device)
+    geometry = (field.means, field.quats, field.scales, field.opacities)
+
+    joint = with_features and features_move_geometry and field.features.shape[1] > 0
+    colors = torch.cat([rgb, depth_z] + ([field.features] if joint else []), dim=-1)
+    bg_full = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])
+    out = render(*geometry, colors, viewmat, K, width, height, background=bg_full)
+    alpha = out.alpha[..., 0]
+    feats = out.image[..., 4:] if joint else None
+    if with_features and not joint and field.features.shape[1] > 0:
+        detached = tuple(t.detach() for t in geometry)
+        feats = render(*detached, field.features, viewmat, K, width, height).image
+    return FieldRender(rgb=out.image[..., :3], features=feats, depth=out.image[..., 3], alpha=alpha,
+                       means2d=out.means2d, radii=out.radii)

@@ -1,0 +1,357 @@
+"""Tile-based alpha compositing of projected 2D Gaussians in plain PyTorch, with a hand-written backward.
+
+This is the correctness reference for a native rasteriser *and* the CPU trainer's renderer, so it is vectorised
+(no Python loop over Gaussians or pixels) and keeps memory bounded by working on chunks of tiles.
+
+Compositing rule (per pixel, front to back over Gaussians sorted by depth), as in 3DGS:
+
+* ``sigma = 0.5 * (a dx^2 + c dy^2) + b dx dy`` with ``(dx, dy) = pixel centre - mean``;
+  ``alpha = min(0.99, o * exp(-sigma))``; a Gaussian is skipped where ``alpha < 1/255`` or ``sigma < 0``;
+* a pixel stops at the first Gaussian that would take its transmittance below 1e-4 (that Gaussian is not applied);
+* ``image = sum_i c_i alpha_i T_i + T_final * background`` and ``alpha_out = 1 - T_final``.
+
+Footprint: a Gaussian only touches pixels whose centre lies inside its 3-sigma bounding square
+(``|dx| <= r`` and ``|dy| <= r`` with ``r`` = its integer radius). Tiles are only an acceleration structure: a
+Gaussian is listed for every tile its square overlaps, so the result does not depend on ``tile_size`` and
+:func:`featurefields.render.brute.rasterize_brute` (no tiles) gives the same image.
+
+Layout of the work: Gaussians are sorted once by depth and grouped by tile (stable, so each tile's list stays in depth
+order). Each tile's list is cut into blocks of ``BLOCK`` Gaussians; block ``b`` of all still-active tiles is
+evaluated together, a chunk of tiles at a time, as dense ``[tiles, pixels, BLOCK]`` tensors. Tiles whose pixels
+have all terminated are dropped before the next block (early termination, as in the CUDA rasterisers). The backward
+replays the same blocks in the same order, using the per-pixel totals from the forward so it never needs the
+per-pixel Gaussian lists in reverse; the 5 per-Gaussian geometric gradients come out of one small batched matmul of
+the per-pixel ``dL/dsigma`` against pixel moments ``(1, x, y, x^2, xy, y^2)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .projection import Projection
+
+ALPHA_MIN = 1.0 / 255.0  # skip Gaussians fainter than this at a pixel
+ALPHA_MAX = 0.99  # clamp, so that one Gaussian never makes a pixel fully opaque (keeps 1/(1-alpha) finite)
+T_MIN = 1e-4  # stop a pixel once its transmittance would drop below this
+
+BLOCK = 128  # Gaussians per tile evaluated together (depth granularity of early termination)
+CHUNK_ELEMS = 1 << 21  # pixel x Gaussian pairs per dense chunk: large enough to vectorise, small enough for cache
+SAVE_BUDGET_BYTES = 1 << 30  # keep per-pair forward values for the backward below this size, else recompute them
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Footprints and tile binning (shared with the brute-force reference)
+# ----------------------------------------------------------------------------------------------------------------
+
+def pixel_bounds(means2d: Tensor, radii: Tensor, width: int, height: int) -> Tensor:
+    """Inclusive pixel index ranges covered by each Gaussian's bounding square -> [N, 4] int64 (u0, u1, v0, v1).
+
+    Pixel (u, v) is covered iff ``u0 <= u <= u1 and v0 <= v <= v1``, i.e. its centre is within ``r`` of the mean
+    along both axes. Culled Gaussians (radius 0, non-finite mean) get an empty range (u0 > u1).
+    """
+    m = means2d.detach()
+    r = radii.to(m.dtype)
+    lo = torch.ceil(m - r[:, None] - 0.5)  # [N, 2] first covered pixel index (x, y)
+    hi = torch.floor(m + r[:, None] - 0.5)  # [N, 2] last covered pixel index
+    size = torch.tensor([width, height], dtype=m.dtype, device=m.device)
+    ok = (radii > 0) & torch.isfinite(m).all(-1)
+    lo = torch.where(ok[:, None], lo, torch.zeros_like(lo)).clamp(min=0)
+    hi = torch.where(ok[:, None], hi, torch.full_like(hi, -1.0))
+    hi = torch.minimum(hi, size - 1).clamp(min=-1)
+    lo = torch.minimum(lo, size)  # far right/below: empty, and small enough for int64
+    return torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], dim=-1).to(torch.int64)
+
+
+def depth_order(depths: Tensor, bounds: Tensor) -> Tensor:
+    """Indices of the Gaussians that cover at least one pixel, sorted front to back (stable: ties keep index order)."""
+    visible = (bounds[:, 0] <= bounds[:, 1]) & (bounds[:, 2] <= bounds[:, 3])
+    ids = torch.nonzero(visible).squeeze(1)
+    return ids[torch.sort(depths.detach()[ids], stable=True).indices]
+
+
+@dataclass
+class TileBins:
+    tile_size: int
+    tiles_x: int
+    tiles_y: int
+    gauss_ids: Tensor  # [M] int64 Gaussian index per (tile, Gaussian) pair, grouped by tile, depth order inside
+    starts: Tensor  # [tiles] int64 offset of each tile's list in gauss_ids
+    counts: Tensor  # [tiles] int64 length of each tile's list
+
+    @property
+    def num_tiles(self) -> int:
+        return self.tiles_x * self.tiles_y
+
+
+def bin_gaussians(bounds: Tensor, depths: Tensor, width: int, height: int, tile_size: int) -> TileBins:
+    """List, for every tile, the Gaussians whose bounding square covers a pixel of that tile, front to back."""
+    dev = bounds.device
+    tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
+    ids = depth_order(depths, bounds)  # [V]
+    b = bounds[ids]
+    tx0, tx1, ty0, ty1 = (b // tile_size).unbind(-1)
+    nx, ny = tx1 - tx0 + 1, ty1 - ty0 + 1
+    n = nx * ny  # tiles per Gaussian
+    owner = torch.repeat_interleave(torch.arange(len(ids), device=dev), n)  # [M] which visible Gaussian
+    local = torch.arange(len(owner), device=dev) - (torch.cumsum(n, 0) - n)[owner]  # index within its tile rect
+    tile = (ty0[owner] + local // nx[owner]) * tiles_x + tx0[owner] + local % nx[owner]
+    order = torch.sort(tile, stable=True).indices  # group by tile; owners were already in depth order
+    counts = torch.bincount(tile, minlength=tiles_x * tiles_y)
+    return TileBins(tile_size, tiles_x, tiles_y, gauss_ids=ids[owner[order]], starts=torch.cumsum(counts, 0) - counts,
+                    counts=counts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dense evaluation of one block: a chunk of tiles x their b-th run of BLOCK Gaussians
+# ----------------------------------------------------------------------------------------------------------------
+
+class _Scene:
+    """Per-Gaussian tables for the dense passes, padded with a dummy Gaussian at index N (zero opacity, empty
+    footprint) that fills the ragged ends of the per-tile lists."""
+
+    def __init__(self, means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, bounds: Tensor,
+                 bins: TileBins, width: int, height: int):
+        dt, dev = means2d.dtype, means2d.device
+        self.N, self.bins = means2d.shape[0], bins
+        params = torch.cat([means2d, conics, opacities[:, None]], dim=1)  # [N, 6] mx, my, a, b, c, o
+        self.params = torch.cat([params, params.new_zeros(1, 6)])
+        self.bounds = torch.cat([bounds, bounds.new_tensor([[0, -1, 0, -1]])])  # [N+1, 4] u0, u1, v0, v1
+        # Alpha is composited like one more channel whose colour is 1: acc[..., C] = sum_i w_i = 1 - T_final.
+        self.colors = torch.cat([torch.cat([colors, colors.new_ones(self.N, 1)], dim=1),
+                                 colors.new_zeros(1, colors.shape[1] + 1)])  # [N+1, C+1]
+        ts = bins.tile_size
+        self.ts, self.P = ts, ts * ts
+        tile = torch.arange(bins.num_tiles, device=dev)
+        self.ox = (tile % bins.tiles_x) * ts  # [tiles] first pixel column of each tile
+        self.oy = (tile // bins.tiles_x) * ts
+        self.lane = torch.arange(ts, device=dev)  # pixel offsets inside a tile
+        # Pixel moments (1, x, y, x^2, xy, y^2) relative to the tile centre, as [6, P], for the backward.
+        x = (self.lane.to(dt) + 0.5 - 0.5 * ts).repeat(ts)  # row-major pixels
+        y = (self.lane.to(dt) + 0.5 - 0.5 * ts).repeat_interleave(ts)
+        self.moments = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y])
+        col, row = self.ox[:, None] + self.lane.repeat(ts), self.oy[:, None] + self.lane.repeat_interleave(ts)
+        self.in_image = (col < width) & (row < height)  # [tiles, P]
+
+    def blocks(self, T: Tensor):
+        """Yield (tiles [t], ids [t, B]): block after block of every tile's depth-ordered list, a chunk of tiles at a
+        time, skipping tiles whose pixels have all finished (T == 0). T [tiles, P] is updated by the caller between
+        yields. Tiles are sorted by how many Gaussians they have left so a chunk is padded only to its own longest.
+        """
+        counts = self.bins.counts
+        for start in range(0, int(counts.max()), BLOCK):
+            live = torch.nonzero((counts > start) & (T > 0).any(-1)).squeeze(1)
+            left = (counts[live] - start).clamp(max=BLOCK)
+            order = torch.sort(left, descending=True, stable=True).indices
+            live, left = live[order], left[order].tolist()
+            i = 0
+            while i < len(left):
+                n = max(1, CHUNK_ELEMS // (self.P * left[i]))
+                tiles = live[i:i + n]
+                yield tiles, self.block_ids(tiles, start, left[i])
+                i += n
+
+    def block_ids(self, tiles: Tensor, start: int, size: int) -> Tensor:
+        """Gaussian ids [t, size] at list positions start..start+size of each tile, padded with the dummy N."""
+        pos = self.bins.starts[tiles, None] + start + torch.arange(size, device=tiles.device)
+        valid = pos < (self.bins.starts + self.bins.counts)[tiles, None]
+        ids = self.bins.gauss_ids.take(pos.clamp(max=len(self.bins.gauss_ids) - 1))
+        return ids.masked_fill_(~valid, self.N)
+
+    def gather(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Parameters [t, B, 6] (mx, my, a, b, c, o) and pixel bounds [t, B, 4] of Gaussians ids [t, B]."""
+        flat = ids.reshape(-1)
+        return (self.params.index_select(0, flat).view(*ids.shape, 6),
+                self.bounds.index_select(0, flat).view(*ids.shape, 4))
+
+    def alphas(self, tiles: Tensor, ids: Tensor) -> Tensor:
+        """Clamped alphas [t, P, B] of Gaussians ids [t, B] at every pixel of tiles [t]; 0 where skipped.
+
+        This is the hot loop, so the big tensor is built once and then only modified in place: sigma is separable
+        apart from its cross term, so it is assembled from per-column and per-row parts, pre-scaled by log2(e) so
+        that exp2 (about twice as fast as exp on CPU) gives exp(-sigma); thresholds use F.threshold_, which is far
+        cheaper than comparison + masked_fill.
+        """
+        ts, dt = self.ts, self.params.dtype
+        (mx, my, a, b, c, o), (u0, u1, v0, v1) = (x.unbind(-1) for x in self.gather(ids))  # each [t, B]
+        cols = (self.ox[tiles, None] + self.lane)[:, :, None]  # [t, ts, 1] pixel column index
+        rows = (self.oy[tiles, None] + self.lane)[:, :, None]
+        dx = cols.to(dt) + 0.5 - mx[:, None, :]  # [t, ts, B], varies along x only
+        dy = rows.to(dt) + 0.5 - my[:, None, :]
+        inf = float("inf")
+        # Outside the bounding square sigma is +inf, i.e. alpha 0.
+        sx = (_HALF_LOG2E * a[:, None, :] * dx * dx).masked_fill_((cols < u0[:, None]) | (cols > u1[:, None]), inf)
+        sy = (_HALF_LOG2E * c[:, None, :] * dy * dy).masked_fill_((rows < v0[:, None]) | (rows > v1[:, None]), inf)
+        sigma = sy[:, :, None, :] + sx[:, None, :, :]  # [t, ts(y), ts(x), B], times log2(e)
+        sigma.addcmul_((_LOG2E * b[:, None, :] * dx)[:, None, :, :], dy[:, :, None, :])
+        F.threshold_(sigma, -torch.finfo(dt).tiny, inf)  # 3DGS skips sigma < 0 (non-positive-definite conics)
+        alpha = sigma.neg_().exp2_().mul_(o[:, None, None, :])
+        F.threshold_(alpha, _below(ALPHA_MIN, dt), 0.0).clamp_(max=ALPHA_MAX)  # skip alpha < 1/255
+        return alpha.view(len(tiles), ts * ts, -1)
+
+    def composite(self, tiles: Tensor, ids: Tensor, T0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Front-to-back compositing of one block given the transmittance T0 [t, P] in front of it.
+
+        Returns alpha [t, P, B] (0 where skipped or after termination), T_before [t, P, B] (transmittance in front
+        of each Gaussian) and the transmittance behind the block [t, P], set to 0 for pixels that have terminated
+        so that later blocks contribute nothing there.
+        """
+        alpha = self.alphas(tiles, ids)
+        T = torch.rsub(alpha, 1.0).cumprod_(-1).mul_(T0[:, :, None])  # transmittance behind each Gaussian
+        T_before = torch.empty_like(T)
+        T_before[:, :, 0] = T0
+        T_before[:, :, 1:] = T[:, :, :-1]
+        T_after = T[:, :, -1].clone()
+        finished = T_after < T_MIN
+        if bool((finished & (T0 > 0)).any()):  # some pixel stops inside this block:
+            F.threshold_(T, _below(T_MIN, T.dtype), 0.0)  # the Gaussian that would take T below T_MIN ...
+            alpha.mul_(torch.sign(T))  # ... and all behind it get alpha = 0
+        return alpha, T_before, T_after.masked_fill_(finished, 0.0)
+
+
+_LOG2E = 1.4426950408889634
+_HALF_LOG2E = 0.5 * _LOG2E
+
+
+def _below(x: float, dtype: torch.dtype) -> float:
+    """Largest value of dtype below x, so that F.threshold (keeps v > th) keeps exactly v >= x."""
+    t = torch.tensor(x, dtype=dtype)
+    return torch.nextafter(t, torch.zeros_like(t)).item()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Autograd function
+# ----------------------------------------------------------------------------------------------------------------
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, colors, background, bounds, bins, width, height):
+        scene = _Scene(means2d, conics, opacities, colors, bounds, bins, width, height)
+        n_tiles, P, C = bins.num_tiles, scene.P, colors.shape[1]
+        save = int(bins.counts.sum()) * P * 2 * means2d.element_size() <= SAVE_BUDGET_BYTES
+
+        T = scene.in_image.to(means2d.dtype)  # [tiles, P] transmittance; 0 = finished (or outside the image)
+        acc = means2d.new_zeros(n_tiles, P, C + 1)  # sum_i w_i (c_i, 1) with w_i = alpha_i T_i
+        steps = []  # (tiles, ids, T0, saved) per block, replayed in the same order by the backward
+        for tiles, ids in scene.blocks(T):
+            T0 = T[tiles]
+            alpha, T_before, T[tiles] = scene.composite(tiles, ids, T0)
+            acc[tiles] += torch.bmm(alpha * T_before, scene.colors[ids.reshape(-1)].view(*ids.shape, C + 1))
+            steps.append((tiles, ids, T0, (alpha, T_before) if save else None))
+
+        acc_alpha = acc[:, :, C]  # = 1 - T_final
+        image_t = torch.addcmul(acc[:, :, :C], (1.0 - acc_alpha)[:, :, None], background)
+        ctx.scene, ctx.steps = scene, steps
+        ctx.save_for_backward(acc, background)
+        return _untile(image_t, bins, width, height), _untile(acc[:, :, C:], bins, width, height)
+
+    @staticmethod
+    def backward(ctx, grad_image, grad_alpha):
+        scene, bins = ctx.scene, ctx.scene.bins
+        acc, background = ctx.saved_tensors
+        n_tiles, P, C, N = bins.num_tiles, scene.P, acc.shape[-1] - 1, scene.N
+        G = acc.new_zeros(n_tiles, P, C + 1)  # dL/d(image channels, alpha channel) per tile pixel
+        if grad_image is not None:
+            G[:, :, :C] = _tile(grad_image, bins)
+        if grad_alpha is not None:
+            G[:, :, C] = _tile(grad_alpha, bins)[..., 0]
+        # The alpha channel also carries T_final * background = (1 - alpha_out) * background.
+        G[:, :, C] -= G[:, :, :C] @ background
+        # Now dL/dw_i = G . (c_i, 1), and dL/dalpha_i = dL/dw_i T_i - (sum_{j>i} dL/dw_j w_j) / (1 - alpha_i).
+        # The suffix sum starts from its per-pixel total G . acc and shrinks block by block, front to back.
+        rest = (G * acc).sum(-1)  # [tiles, P]
+
+        dt = acc.dtype
+        g_params = acc.new_zeros(N + 1, 6)  # mx, my, a, b, c, o
+        g_color = acc.new_zeros(N + 1, C + 1)
+        for tiles, ids, T0, saved in ctx.steps:
+            alpha, T_before = saved if saved is not None else scene.composite(tiles, ids, T0)[:2]
+            flat = ids.reshape(-1)
+            w = alpha * T_before  # [t, P, B]
+            Gt = G[tiles]  # [t, P, C+1]
+            g_color.index_add_(0, flat, torch.bmm(w.transpose(1, 2), Gt).view(-1, C + 1))
+            g_w = torch.bmm(Gt, scene.colors[flat].view(*ids.shape, C + 1).transpose(1, 2))  # [t, P, B] dL/dw
+            rest_t = rest[tiles] * (T0 > 0)  # exactly 0 for pixels that finished in an earlier block
+            after = torch.mul(g_w, w, out=w).cumsum_(-1).neg_().add_(rest_t[:, :, None])  # sum_{j>i} dL/dw_j w_j
+            rest[tiles] = after[:, :, -1]
+            g_alpha = g_w.mul_(T_before).sub_(after.div_(torch.rsub(alpha, 1.0)))  # dL/dalpha_i
+            # dL/dsigma = -dL/dalpha * alpha_raw where the clamp at ALPHA_MAX is inactive (alpha is 0 if skipped).
+            g_sigma = g_alpha.mul_(F.threshold_(torch.neg(alpha, out=after), -ALPHA_MAX, 0.0))
+            # Per Gaussian: sums over pixels of g_sigma * (1, x, y, x^2, xy, y^2), x, y relative to the tile centre.
+            s0, sx, sy, sxx, sxy, syy = torch.matmul(scene.moments, g_sigma).unbind(1)  # each [t, B]
+            mx, my, a, b, c, o = scene.gather(ids)[0].unbind(-1)
+            mx = mx - (scene.ox[tiles, None] + 0.5 * scene.ts).to(dt)  # means relative to the tile centre
+            my = my - (scene.oy[tiles, None] + 0.5 * scene.ts).to(dt)
+            gdx, gdy = sx - mx * s0, sy - my * s0  # sum g_sigma dx, with dx = x - mx; same for dy
+            gdxx = sxx - 2 * mx * sx + mx * mx * s0
+            gdxy = sxy - mx * sy - my * sx + mx * my * s0
+            gdyy = syy - 2 * my * sy + my * my * s0
+            # sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2, so d sigma / d mean = -(a dx + b dy, b dx + c dy);
+            # alpha_raw = o exp(-sigma), so dL/do = dL/dalpha alpha_raw / o = -sum g_sigma / o.
+            o_safe = torch.where(o > 0, o, torch.ones_like(o))
+            g = torch.stack([-(a * gdx + b * gdy), -(b * gdx + c * gdy), 0.5 * gdxx, gdxy, 0.5 * gdyy,
+                             -s0 / o_safe], dim=-1)
+            g_params.index_add_(0, flat, g.view(-1, 6))
+
+        g_bg = (G[:, :, :C] * (1.0 - acc[:, :, C:])).sum((0, 1)) if ctx.needs_input_grad[4] else None
+        return (g_params[:N, 0:2], g_params[:N, 2:5], g_params[:N, 5], g_color[:N, :C], g_bg,
+                None, None, None, None)
+
+
+def _untile(x: Tensor, bins: TileBins, width: int, height: int) -> Tensor:
+    """[tiles, P, C] -> [H, W, C]."""
+    ts, C = bins.tile_size, x.shape[-1]
+    img = x.view(bins.tiles_y, bins.tiles_x, ts, ts, C).permute(0, 2, 1, 3, 4)
+    return img.reshape(bins.tiles_y * ts, bins.tiles_x * ts, C)[:height, :width].contiguous()
+
+
+def _tile(img: Tensor, bins: TileBins) -> Tensor:
+    """[H, W, C] -> [tiles, P, C], zero outside the image."""
+    ts, (H, W, C) = bins.tile_size, img.shape
+    full = img.new_zeros(bins.tiles_y * ts, bins.tiles_x * ts, C)
+    full[:H, :W] = img
+    return full.view(bins.tiles_y, ts, bins.tiles_x, ts, C).permute(0, 2, 1, 3, 4).reshape(bins.num_tiles, ts * ts, C)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------------------------
+
+def check_inputs(proj: Projection, opacities: Tensor, colors: Tensor, width: int, height: int,
+                 background: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate shapes; return (opacities, colors, background) in the dtype/device of means2d."""
+    N = proj.means2d.shape[0]
+    if width < 1 or height < 1:
+        raise ValueError(f"rasterize: image size must be positive, got {width}x{height}")
+    if proj.means2d.shape != (N, 2) or proj.conics.shape != (N, 3) or proj.depths.shape != (N,) \
+            or proj.radii.shape != (N,):
+        raise ValueError("rasterize: projection fields must be means2d [N,2], conics [N,3], depths [N], radii [N]")
+    if opacities.shape != (N,):
+        raise ValueError(f"rasterize: opacities must be [N]={N}, got {tuple(opacities.shape)}")
+    if colors.ndim != 2 or colors.shape[0] != N or colors.shape[1] < 1:
+        raise ValueError(f"rasterize: colors must be [N={N}, C>=1], got {tuple(colors.shape)}")
+    C = colors.shape[1]
+    like = proj.means2d
+    if background is None:
+        background = like.new_zeros(C)
+    if background.shape != (C,):
+        raise ValueError(f"rasterize: background must be [C]={C}, got {tuple(background.shape)}")
+    return opacities.to(like), colors.to(like), background.to(like)
+
+
+def rasterize(proj: Projection, opacities: Tensor, colors: Tensor, width: int, height: int,
+              background: Tensor | None = None, tile_size: int = 16) -> tuple[Tensor, Tensor]:
+    """Composite projected Gaussians into an image of any channel count.
+
+    opacities [N] in (0, 1), colors [N, C] (RGB, features, depth: all just channels), background [C] or None (0).
+    Returns (image [H, W, C] including T_final * background, alpha [H, W, 1]). Differentiable w.r.t.
+    proj.means2d, proj.conics, opacities, colors and background.
+    """
+    opacities, colors, background = check_inputs(proj, opacities, colors, width, height, background)
+    if tile_size < 1:
+        raise ValueError(f"rasterize: tile_size must be >= 1, got {tile_size}")
+    bounds = pixel_bounds(proj.means2d, proj.radii, width, height)
+    bins = bin_gaussians(bounds, proj.depths, width, height, tile_size)
+    return _Rasterize.apply(proj.means2d, proj.conics, opacities, colors, background, bounds, bins, width, height)

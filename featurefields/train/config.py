@@ -1,0 +1,68 @@
+"""Training options as one dataclass; the CLI maps flags onto it and it is saved with every checkpoint."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..fields.density import DensityConfig
+
+
+@dataclass
+class LearningRates:
+    means: float = 1.6e-4  # times the scene extent, decays exponentially to means_final
+    means_final: float = 1.6e-6
+    log_scales: float = 5e-3
+    quats: float = 1e-3
+    opacity_logits: float = 5e-2
+    sh0: float = 2.5e-3
+    shN: float = 2.5e-3 / 20
+    features: float = 5e-3
+    decoder: float = 2e-3
+
+
+@dataclass
+class TrainConfig:
+    scene: str = ""
+    out: str = "outputs/run"
+    # data
+    downscale: float = 1.0
+    max_size: int | None = None
+    eval_every: int = 8  # every k-th frame is held out (transforms.json / RGB-D); Blender uses its test split
+    stride: int = 1  # RGB-D sequences: use every k-th frame
+    depth_scale: float = 1000.0  # RGB-D sequences: raw depth units per metre
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # teachers
+    teachers: list[str] | None = None  # None: 'labels' when the scene has semantic masks, else colour only
+    teacher_weights: dict[str, float] = field(default_factory=dict)
+    cache_dir: str | None = None  # None: OUT/cache; point several runs at one folder to share it
+    # field
+    sh_degree: int = 3
+    sh_degree_every: int = 500  # raise the active SH degree every this many steps
+    latent_dim: int | None = None  # None: 16 when a teacher is wider than 64 channels, else full width
+    decoder_hidden: int = 0
+    init: str = "auto"  # auto | points | depth | random
+    init_points: int = 20_000
+    init_opacity: float = 0.1
+    # optimisation
+    iterations: int = 3000
+    lambda_dssim: float = 0.2
+    feature_loss: str = "cosine"  # cosine | l1
+    feature_moves_geometry: bool = False
+    lr: LearningRates = field(default_factory=LearningRates)
+    density: DensityConfig = field(default_factory=DensityConfig)
+    # bookkeeping
+    save_every: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["lr"] = LearningRates(**d.get("lr", {}))
+        d["density"] = DensityConfig(**d.get("density", {}))
+        d["background"] = tuple(d.get("background", (1.0, 1.0, 1.0)))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

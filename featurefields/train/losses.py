@@ -1,0 +1,61 @@
+"""Image and feature losses; SSIM doubles as the evaluation metric."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-x**2 / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Mean SSIM of two images [H, W, C] in [0, 1] (Gaussian window, as in 3DGS; zero padding)."""
+    x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
+    c = x.shape[1]
+    w = _gaussian_window(window, sigma, c, x.device, x.dtype)
+    pad = window // 2
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(t, w, padding=pad, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    mse = F.mse_loss(a.clamp(0, 1), b.clamp(0, 1))
+    return -10 * torch.log10(mse.clamp_min(1e-12))
+
+
+def rgb_loss(pred: Tensor, gt: Tensor, lambda_dssim: float) -> Tensor:
+    l1 = (pred - gt).abs().mean()
+    if lambda_dssim == 0:
+        return l1
+    return (1 - lambda_dssim) * l1 + lambda_dssim * (1 - ssim(pred, gt))
+
+
+def cosine_map(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel cosine similarity of two feature maps [..., D] -> [...]."""
+    return F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
+
+
+def feature_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str) -> Tensor:
+    """pred, target: [h, w, D]; valid: [h, w] bool."""
+    if not bool(valid.any()):
+        return pred.sum() * 0
+    p, t = pred[valid], target[valid]
+    if kind == "cosine":
+        return (1 - cosine_map(p, t)).mean()
+    if kind == "l1":
+        return (p - t).abs().mean()
+    raise ValueError(f"unknown feature loss {kind!r}")

@@ -1,0 +1,343 @@
+"""Distil colour and teacher features into a Gaussian field from posed images.
+
+Order of work is chosen so that bad input fails before anything is written: load and validate the scene, build the
+teachers and their features, then create the output folder. Every file under the output folder is written
+atomically; a checkpoint lets ``--resume`` continue exactly where a run stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data import SceneData, load_scene
+from ..data.points import points_from_depth
+from ..errors import ConfigError
+from ..fields.density import DensityController
+from ..fields.gaussians import FeatureLayout, GaussianField, TeacherSpec
+from ..fields.init import check_points, knn_log_scales, random_points_in_view, scene_extent, subsample
+from ..fields.ply import write_ply
+from ..fields.rendering import FieldRender, render_field
+from ..io import write_image, write_json
+from ..teachers import FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, views_from_scene
+from ..viz import FeaturePCA, colormap, labelled_row, stack_rows, to_uint8
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import cosine_map, feature_loss, psnr, rgb_loss, ssim
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TeacherTargets:
+    teacher: Teacher
+    outputs: list[TeacherOutput]  # one per frame of the scene (float16, memory-mapped from the cache)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, scene: SceneData | None = None, resume: bool = False):
+        self.cfg = cfg
+        self.resume = resume
+        self.out = Path(cfg.out)
+        self.device = pick_device(cfg.device)
+        resume_state = self._resume_state()
+        torch.manual_seed(cfg.seed)
+        self.scene = scene if scene is not None else load_scene(
+            cfg.scene, downscale=cfg.downscale, max_size=cfg.max_size, eval_every=cfg.eval_every,
+            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale)
+        for note in self.scene.notes:
+            print(f"note: {note}")
+        if not self.scene.train_idx:
+            raise ConfigError(f"{cfg.scene}: no training frames")
+        self.targets = self._teacher_targets()
+        if resume_state is not None:
+            self._check_teachers_match(resume_state)
+        self.extent = scene_extent(self.scene.cameras[self.scene.train_idx])
+        self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
+        self.step = 0
+        if resume_state is not None:
+            self.field = GaussianField.from_state(resume_state["field"]).to(self.device)
+            self.step = resume_state["step"]
+        else:
+            self.field = self._init_field().to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.density = DensityController(cfg.density, self.extent)
+        if resume_state is not None:
+            self.optimizer.load_state_dict(resume_state["optimizer"])
+        self.history: list[dict] = resume_state.get("history", []) if resume_state else []
+        self.train_seconds = resume_state.get("train_seconds", 0.0) if resume_state else 0.0
+
+    # ---- set-up ----------------------------------------------------------------------------------------------
+    def _resume_state(self) -> dict | None:
+        ckpt = self.out / CHECKPOINT
+        if self.resume:
+            return load_checkpoint(ckpt)
+        if ckpt.exists():
+            raise ConfigError(f"{self.out} already holds a trained run: pass --resume to continue it, or choose "
+                              "another --out")
+        return None
+
+    def _check_teachers_match(self, state: dict) -> None:
+        """A checkpoint's features only make sense for the teachers and widths it was trained with."""
+        have = FeatureLayout.from_dict(state["field"]["layout"])
+        want = self._layout()
+        if self.cfg.latent_dim is None:  # not asked for: keep the checkpoint's
+            want.latent_dim = have.latent_dim
+        if (have.teachers, have.latent_dim) != (want.teachers, want.latent_dim):
+            raise ConfigError(f"{self.out / CHECKPOINT}: its features are {_describe(have)}, but this run asks for "
+                              f"{_describe(want)}; use a new --out or the same teachers and --latent-dim")
+
+    def _teacher_targets(self) -> list[TeacherTargets]:
+        names = self.cfg.teachers
+        if names is None:
+            names = ["labels"] if self.scene.semantics is not None else []
+            if not names:
+                print("note: no --teacher given and the scene has no semantic masks: training colour only")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"teacher listed twice: {names}")
+        cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.out / "cache"
+        cache = FeatureCache(cache_dir)
+        views = views_from_scene(self.scene)
+        targets = []
+        for name in names:
+            teacher = make_teacher(name)
+            outputs = extract_features(teacher, views, cache, progress=self.cfg.progress)
+            targets.append(TeacherTargets(teacher, outputs))
+        return targets
+
+    def _layout(self) -> FeatureLayout:
+        specs = [TeacherSpec(t.teacher.name, t.teacher.dim) for t in self.targets]
+        latent = self.cfg.latent_dim
+        if latent is None:
+            latent = 16 if any(s.dim > 64 for s in specs) else 0
+        if not specs:
+            latent = 0
+        return FeatureLayout(specs, latent, self.cfg.decoder_hidden)
+
+    def _init_points(self) -> tuple[Tensor, Tensor, str]:
+        s, how = self.scene, self.cfg.init
+        if how == "auto":
+            how = "depth" if s.depths is not None else "points" if s.points is not None else "random"
+        if how == "depth":
+            if s.depths is None:
+                raise ConfigError(f"--init depth: {self.cfg.scene} has no depth maps")
+            pts, cols = points_from_depth(s, max_points=self.cfg.init_points, seed=self.cfg.seed)
+        elif how == "points":
+            if s.points is None:
+                raise ConfigError(f"--init points: {self.cfg.scene} has no point file")
+            cols = s.point_colors if s.point_colors is not None else torch.full_like(s.points, 0.5)
+            pts, cols = subsample(s.points, cols, self.cfg.init_points, self.cfg.seed)
+        elif how == "random":
+            r = self.extent / 1.1
+            pts, cols = random_points_in_view(s.cameras[s.train_idx], self.cfg.init_points, 0.3 * r, 1.5 * r,
+                                              self.cfg.seed)
+        else:
+            raise ConfigError(f"--init must be auto, depth, points or random, not {how!r}")
+        check_points(pts, cols)
+        return pts, cols, how
+
+    def _init_field(self) -> GaussianField:
+        pts, cols, how = self._init_points()
+        print(f"init: {len(pts)} Gaussians from {how}")
+        return GaussianField(pts, cols, knn_log_scales(pts), self._layout(), self.cfg.sh_degree,
+                             self.cfg.init_opacity, self.cfg.seed)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        lr = self.cfg.lr
+        groups = [{"params": [getattr(self.field, name)], "name": name, "lr": getattr(lr, name)}
+                  for name in GaussianField.param_names]
+        groups[0]["lr"] = lr.means * self.extent
+        groups.append({"params": list(self.field.decoder.parameters()), "name": "decoder", "lr": lr.decoder})
+        return torch.optim.Adam([g for g in groups if g["params"]], lr=0.0, eps=1e-15)
+
+    def _means_lr(self, step: int) -> float:
+        lr, t = self.cfg.lr, min(step / max(self.cfg.iterations, 1), 1.0)
+        return self.extent * math.exp((1 - t) * math.log(lr.means) + t * math.log(lr.means_final))
+
+    # ---- training --------------------------------------------------------------------------------------------
+    def render(self, i: int, *, sh_degree: int | None = None, with_features: bool = True) -> FieldRender:
+        cams = self.scene.cameras
+        return render_field(self.field, cams.c2w[i].to(self.device), cams.K[i].to(self.device), cams.width,
+                            cams.height, background=self.background, sh_degree=sh_degree,
+                            with_features=with_features and bool(self.targets),
+                            features_move_geometry=self.cfg.feature_moves_geometry)
+
+    def decoded(self, out: FieldRender, t: TeacherTargets, size: tuple[int, int]) -> Tensor:
+        """Rendered feature map resampled to the teacher's resolution and decoded to its width: [h, w, D]."""
+        fmap = out.features
+        if fmap.shape[:2] != size:
+            fmap = F.interpolate(fmap.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False,
+                                 antialias=True)[0].permute(1, 2, 0)
+        return self.field.decoder(fmap, t.teacher.name)
+
+    def train_step(self, i: int, step: int) -> dict[str, float]:
+        cfg, s = self.cfg, self.scene
+        gt = s.images[i].to(self.device).float() / 255
+        out = self.render(i, sh_degree=min(cfg.sh_degree, step // max(cfg.sh_degree_every, 1)))
+        pred = out.rgb
+        if s.masks is not None:  # ignored pixels get no gradient
+            pred = torch.where(s.masks[i].to(self.device)[..., None], pred, gt)
+        loss = rgb_loss(pred, gt, cfg.lambda_dssim)
+        stats = {"psnr": float(psnr(pred.detach(), gt))}
+        for t in self.targets:
+            target = t.outputs[i]
+            feats = torch.as_tensor(target.features).to(self.device).float()
+            valid = torch.as_tensor(target.valid).to(self.device)
+            f_loss = feature_loss(self.decoded(out, t, tuple(feats.shape[:2])), feats, valid, cfg.feature_loss)
+            loss = loss + cfg.teacher_weights.get(t.teacher.name, 1.0) * f_loss
+            stats[f"f_{t.teacher.name}"] = float(f_loss.detach())
+        loss.backward()
+        self.density.observe(out.means2d, out.radii, s.width, s.height)
+        for g in self.optimizer.param_groups:
+            if g["name"] == "means":
+                g["lr"] = self._means_lr(step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.density.step(step + 1, self.field, self.optimizer)
+        stats["loss"] = float(loss.detach())
+        return stats
+
+    def train(self) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", cfg.to_dict())
+        order: list[int] = []
+        g = torch.Generator().manual_seed(cfg.seed + self.step)
+        bar = tqdm(total=cfg.iterations, initial=self.step, desc="train", unit="it", dynamic_ncols=True,
+                   disable=not cfg.progress)
+        t0 = time.perf_counter()
+        while self.step < cfg.iterations:
+            if not order:
+                order = [self.scene.train_idx[j] for j in torch.randperm(len(self.scene.train_idx), generator=g)]
+            stats = self.train_step(order.pop(), self.step)
+            self.step += 1
+            if self.step % 10 == 0 or self.step == cfg.iterations:
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=len(self.field),
+                                refresh=False)
+            if self.step % 50 == 0:
+                self.history.append({"step": self.step, "n": len(self.field), **stats})
+            bar.update(1)
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.iterations:
+                self.train_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save()
+        bar.close()
+        self.train_seconds += time.perf_counter() - t0
+        self.save()
+        return self.finish()
+
+    # ---- outputs ---------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        save_checkpoint(self.out / CHECKPOINT, {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "field": self.field.state(),
+            "optimizer": self.optimizer.state_dict(),
+            "teachers": [{"name": t.teacher.name, "dim": t.teacher.dim, "config": t.teacher.config()}
+                         for t in self.targets],
+            "scene": {"name": self.scene.name, "root": str(self.scene.root),
+                      "world_from_scene": self.scene.world_from_scene.tolist()},
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+        })
+
+    def finish(self) -> dict:
+        write_ply(self.out / "field.ply", self.field, self.scene.world_from_scene)
+        metrics = self.evaluate(write_previews=True)
+        write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, write_previews: bool = False) -> dict:
+        s = self.scene
+        per_view = []
+        for i in s.test_idx:
+            out = self.render(i)
+            gt = s.images[i].to(self.device).float() / 255
+            row = {"frame": s.frame_names[i], "psnr": float(psnr(out.rgb, gt)),
+                   "ssim": float(ssim(out.rgb.clamp(0, 1), gt))}
+            decoded = {}
+            for t in self.targets:
+                target = t.outputs[i]
+                feats = torch.as_tensor(target.features).to(self.device).float()
+                valid = torch.as_tensor(target.valid).to(self.device)
+                decoded[t.teacher.name] = pred = self.decoded(out, t, tuple(feats.shape[:2]))
+                cos = cosine_map(pred, feats)[valid]
+                row[f"feature_cosine/{t.teacher.name}"] = float(cos.mean()) if cos.numel() else float("nan")
+            per_view.append(row)
+            if write_previews:
+                self._preview(i, out, gt, decoded)
+        metrics: dict = {
+            "scene": str(s.root), "step": self.step, "num_gaussians": len(self.field),
+            "train_seconds": round(self.train_seconds, 1), "device": str(self.device),
+            "resolution": [s.width, s.height], "num_train_views": len(s.train_idx),
+            "num_test_views": len(s.test_idx),
+        }
+        keys = [k for k in (per_view[0] if per_view else {}) if k != "frame"]
+        for k in keys:
+            vals = [r[k] for r in per_view if not math.isnan(r[k])]
+            metrics[k] = sum(vals) / len(vals) if vals else float("nan")
+        metrics["per_view"] = per_view
+        return metrics
+
+    def _preview(self, i: int, out: FieldRender, gt: Tensor, decoded: dict[str, Tensor]) -> None:
+        alpha = out.alpha.clamp_min(1e-6)
+        depth = torch.where(out.alpha > 0.5, out.depth / alpha, torch.full_like(out.depth, float("nan")))
+        gt_depth = self.scene.depths[i] if self.scene.depths is not None else None
+        panels, labels = [to_uint8(gt), to_uint8(out.rgb)], ["ground truth", "render"]
+        if gt_depth is not None:
+            valid = gt_depth > 0
+            lo, hi = float(gt_depth[valid].min()) if valid.any() else 0.0, float(gt_depth.max())
+            panels.append(colormap(torch.where(valid, gt_depth, torch.nan), lo, hi))
+            labels.append("depth (gt)")
+        else:
+            lo = hi = None
+        panels.append(colormap(depth, lo, hi))
+        labels.append("depth (render)")
+        rows = [labelled_row(panels, labels)]
+        for t in self.targets:
+            target = t.outputs[i]
+            feats = torch.as_tensor(target.features).float()
+            valid = torch.as_tensor(target.valid)
+            pca = FeaturePCA(feats, valid)
+            pred = decoded[t.teacher.name].cpu()
+            teacher_img = pca(feats)
+            teacher_img[~valid.numpy()] = 0
+            rows.append(labelled_row([_fit(teacher_img, gt.shape), _fit(pca(pred), gt.shape)],
+                                     [f"{t.teacher.name}: teacher (PCA)", f"{t.teacher.name}: render (PCA)"]))
+        name = Path(self.scene.frame_names[i]).stem
+        write_image(self.out / "previews" / f"{name}.png", stack_rows(rows))
+
+
+def _fit(img, shape) -> "np.ndarray":  # noqa: F821 - resize a teacher-resolution panel to the image size
+    import numpy as np
+    from PIL import Image
+
+    if img.shape[:2] == tuple(shape[:2]):
+        return img
+    return np.asarray(Image.fromarray(img).resize((shape[1], shape[0]), Image.NEAREST))
+
+
+def _describe(layout: FeatureLayout) -> str:
+    teachers = ", ".join(f"{t.name} ({t.dim}-D)" for t in layout.teachers) or "colour only"
+    return teachers + (f" through a {layout.latent_dim}-D latent" if layout.latent_dim else " at full width")
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    return Trainer(cfg, resume=resume).train()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for featurefields: system libraries for open3d, a virtual environment in .venv with
+# PyTorch and the package (editable, with test extras). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# open3d needs libusb to import, and Vulkan + Mesa for its headless OffscreenRenderer.
+need=()
+for pkg in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# PyTorch first, pinned to the wheels this project is tested with (they lie on disk on the CI machines).
+python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+python -m pip install -q -e ".[test]"
+echo "featurefields installed in .venv (activate with: . .venv/bin/activate)"

@@ -1,0 +1,62 @@
+"""Shared fixtures: paths to the shared real data and a tiny hand-made nerfstudio scene for CLI tests."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"shared data {name} not found at {path}")
+    return path
+
+
+def look_at_gl(eye: np.ndarray, target=np.zeros(3), up=np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+    """Camera-to-world in OpenGL axes (x right, y up, z backward), as transforms.json stores it."""
+    back = eye - target
+    back = back / np.linalg.norm(back)
+    right = np.cross(up, back)
+    right /= np.linalg.norm(right)
+    upv = np.cross(back, right)
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, upv, back, eye
+    return m
+
+
+def write_tiny_nerfstudio(root: Path, n: int = 6, w: int = 16, h: int = 12, semantics: bool = True) -> Path:
+    """n views of a two-colour pattern on a circle; labels 'floor' and 'ball'."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    (root / "semantics").mkdir(exist_ok=True)
+    frames = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        a = 2 * math.pi * i / n
+        eye = np.array([2 * math.cos(a), 2 * math.sin(a), 1.0])
+        sem = np.zeros((h, w), np.uint8)
+        sem[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+        img = np.where(sem[..., None] == 1, [200, 40, 40], [40, 40, 200]).astype(np.uint8)
+        img = np.clip(img + rng.integers(0, 10, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"f{i}.png")
+        Image.fromarray(sem).save(root / "semantics" / f"f{i}.png")
+        frame = {"file_path": f"images/f{i}.png", "transform_matrix": look_at_gl(eye).tolist()}
+        if semantics:
+            frame["semantic_path"] = f"semantics/f{i}.png"
+        frames.append(frame)
+    meta = {"fl_x": 14.0, "fl_y": 14.0, "cx": w / 2, "cy": h / 2, "w": w, "h": h, "camera_model": "PINHOLE",
+            "semantic_labels": ["floor", "ball"], "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+@pytest.fixture
+def tiny_scene(tmp_path) -> Path:
+    return write_tiny_nerfstudio(tmp_path / "tiny")
