@@ -19,12 +19,18 @@ Layout of the work: Gaussians are sorted once by depth and grouped by tile (stab
 order). Each tile's list is cut into blocks of ``BLOCK`` Gaussians; block ``b`` of all still-active tiles is
 evaluated together, a chunk of tiles at a time, as dense ``[tiles, pixels, BLOCK]`` tensors. Tiles whose pixels
 have all terminated are dropped before the next block (early termination, as in the CUDA rasterisers). The backward
-replays the same blocks in the same order, using the per-pixel totals from the forward so it never needs the
-per-pixel Gaussian lists in reverse; the 5 per-Gaussian geometric gradients come out of one small batched matmul of
-the per-pixel ``dL/dsigma`` against pixel moments ``(1, x, y, x^2, xy, y^2)``.
+recomputes the same blocks in the same order (nothing per pixel-Gaussian pair is stored, so memory stays bounded),
+using per-pixel totals from the forward so it never needs the lists in reverse; the 5 per-Gaussian geometric
+gradients come out of one small matmul of the per-pair ``dL/dsigma`` with pixel moments ``(1, x, y, x^2, xy, y^2)``.
+
+Speed notes (CPU): every dense pass runs in place on a few scratch buffers that live as long as the thread, because
+first-touching fresh multi-megabyte allocations (page faults) costs more than the arithmetic; exp2 of a sigma
+pre-scaled by log2(e) replaces exp, and F.threshold_ replaces comparison + masked_fill.
 """
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +44,8 @@ ALPHA_MAX = 0.99  # clamp, so that one Gaussian never makes a pixel fully opaque
 T_MIN = 1e-4  # stop a pixel once its transmittance would drop below this
 
 BLOCK = 128  # Gaussians per tile evaluated together (depth granularity of early termination)
-CHUNK_ELEMS = 1 << 21  # pixel x Gaussian pairs per dense chunk: large enough to vectorise, small enough for cache
-SAVE_BUDGET_BYTES = 1 << 30  # keep per-pair forward values for the backward below this size, else recompute them
+CHUNK_ELEMS = 1 << 20  # elements per dense chunk tensor: large enough to vectorise, small enough to stay in cache
+SAVE_BUDGET_BYTES = 2 << 30  # per call: per-pair values kept for the backward; beyond this, it recomputes them
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -105,8 +111,89 @@ def bin_gaussians(bounds: Tensor, depths: Tensor, width: int, height: int, tile_
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Dense evaluation of one block: a chunk of tiles x their b-th run of BLOCK Gaussians
+# Dense evaluation of one block: a chunk of tiles x the next (up to) BLOCK Gaussians of each
 # ----------------------------------------------------------------------------------------------------------------
+
+class _Workspace:
+    """Named scratch buffers, reused across chunks and calls (one set per thread, dtype and device)."""
+
+    def __init__(self):
+        self.buffers: dict = {}
+
+    def get(self, name: str, shape: tuple, like: Tensor) -> Tensor:
+        n, key = math.prod(shape), (name, like.dtype, like.device)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[key] = torch.empty(max(n, CHUNK_ELEMS), dtype=like.dtype, device=like.device)
+        return buf[:n].view(shape)
+
+
+_local = threading.local()
+
+
+def _workspace() -> _Workspace:
+    if not hasattr(_local, "ws"):
+        _local.ws = _Workspace()
+    return _local.ws
+
+
+class _SegmentPool:
+    """Large flat buffers recycled between calls, so that the per-pair values saved for the backward do not land
+    on freshly allocated pages every iteration. Idle segments beyond ``max_idle_bytes`` are released."""
+
+    SEGMENT_ELEMS = 1 << 24
+
+    def __init__(self, max_idle_bytes: int = 1 << 30):
+        self.idle: list[Tensor] = []
+        self.max_idle_bytes = max_idle_bytes
+        self.lock = threading.Lock()
+
+    def take(self, n: int, like: Tensor) -> Tensor:
+        with self.lock:
+            for i, seg in enumerate(self.idle):
+                if seg.dtype == like.dtype and seg.device == like.device and seg.numel() >= n:
+                    return self.idle.pop(i)
+        return torch.empty(max(n, self.SEGMENT_ELEMS), dtype=like.dtype, device=like.device)
+
+    def give(self, seg: Tensor) -> None:
+        with self.lock:
+            self.idle.append(seg)
+            while sum(s.numel() * s.element_size() for s in self.idle) > self.max_idle_bytes:
+                self.idle.pop(0)
+
+
+_pool = _SegmentPool()
+
+
+class _SavedPairs:
+    """Storage for one call's per-pair forward values (alpha and T_before of every block), carved out of pool
+    segments and given back when the autograd graph that holds it is freed."""
+
+    def __init__(self, like: Tensor, budget_bytes: int):
+        self.like, self.segments, self.used = like, [], 0
+        self.left = budget_bytes // like.element_size()
+
+    def take(self, shape: tuple) -> Tensor | None:
+        """A fresh [shape] tensor, or None once the budget is spent (the backward then recomputes)."""
+        n = math.prod(shape)
+        if n > self.left:
+            return None
+        if not self.segments or self.used + n > self.segments[-1].numel():
+            self.segments.append(_pool.take(n, self.like))
+            self.used = 0
+        out = self.segments[-1][self.used:self.used + n].view(shape)
+        self.used, self.left = self.used + n, self.left - n
+        return out
+
+    def release(self) -> None:
+        """Give the memory back (the backward has consumed it; a second backward recomputes)."""
+        for seg in self.segments:
+            _pool.give(seg)
+        self.segments, self.left = [], 0
+
+    def __del__(self):
+        self.release()
+
 
 class _Scene:
     """Per-Gaussian tables for the dense passes, padded with a dummy Gaussian at index N (zero opacity, empty
@@ -115,22 +202,27 @@ class _Scene:
     def __init__(self, means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, bounds: Tensor,
                  bins: TileBins, width: int, height: int):
         dt, dev = means2d.dtype, means2d.device
-        self.N, self.bins = means2d.shape[0], bins
-        params = torch.cat([means2d, conics, opacities[:, None]], dim=1)  # [N, 6] mx, my, a, b, c, o
-        self.params = torch.cat([params, params.new_zeros(1, 6)])
-        self.bounds = torch.cat([bounds, bounds.new_tensor([[0, -1, 0, -1]])])  # [N+1, 4] u0, u1, v0, v1
+        self.N, self.C, self.bins, self.ws = means2d.shape[0], colors.shape[1], bins, _workspace()
+        # One gather table: mx, my, a, b, c, o and the covered pixel-centre range x0, x1, y0, y1 (exact in floats).
+        # Stored transposed so that gathered columns are contiguous (strided operands defeat vectorisation).
+        table = torch.cat([means2d, conics, opacities[:, None], bounds.to(dt) + 0.5], dim=1)  # [N, 10]
+        dummy = table.new_tensor([[0.0] * 6 + [1.0, 0.0, 1.0, 0.0]])  # empty range: x0 > x1
+        self.table = torch.cat([table, dummy]).T.contiguous()  # [10, N+1]
         # Alpha is composited like one more channel whose colour is 1: acc[..., C] = sum_i w_i = 1 - T_final.
-        self.colors = torch.cat([torch.cat([colors, colors.new_ones(self.N, 1)], dim=1),
-                                 colors.new_zeros(1, colors.shape[1] + 1)])  # [N+1, C+1]
+        # Zero channels pad the width to a multiple of 8 (at least 16): CPU batched matmuls are much faster then.
+        self.K = max(16, -(-(self.C + 1) // 8) * 8)
+        self.colors = colors.new_zeros(self.N + 1, self.K)  # [N+1, K]
+        self.colors[:self.N, :self.C] = colors
+        self.colors[:self.N, self.C] = 1.0
         ts = bins.tile_size
         self.ts, self.P = ts, ts * ts
         tile = torch.arange(bins.num_tiles, device=dev)
         self.ox = (tile % bins.tiles_x) * ts  # [tiles] first pixel column of each tile
         self.oy = (tile // bins.tiles_x) * ts
-        self.lane = torch.arange(ts, device=dev)  # pixel offsets inside a tile
+        self.lane = torch.arange(ts, device=dev).to(dt) + 0.5  # pixel-centre offsets inside a tile
         # Pixel moments (1, x, y, x^2, xy, y^2) relative to the tile centre, as [6, P], for the backward.
-        x = (self.lane.to(dt) + 0.5 - 0.5 * ts).repeat(ts)  # row-major pixels
-        y = (self.lane.to(dt) + 0.5 - 0.5 * ts).repeat_interleave(ts)
+        x = (self.lane - 0.5 * ts).repeat(ts)  # row-major pixels
+        y = (self.lane - 0.5 * ts).repeat_interleave(ts)
         self.moments = torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y])
         col, row = self.ox[:, None] + self.lane.repeat(ts), self.oy[:, None] + self.lane.repeat_interleave(ts)
         self.in_image = (col < width) & (row < height)  # [tiles, P]
@@ -148,7 +240,7 @@ class _Scene:
             live, left = live[order], left[order].tolist()
             i = 0
             while i < len(left):
-                n = max(1, CHUNK_ELEMS // (self.P * left[i]))
+                n = max(1, CHUNK_ELEMS // (self.P * max(left[i], self.K)))
                 tiles = live[i:i + n]
                 yield tiles, self.block_ids(tiles, start, left[i])
                 i += n
@@ -160,49 +252,55 @@ class _Scene:
         ids = self.bins.gauss_ids.take(pos.clamp(max=len(self.bins.gauss_ids) - 1))
         return ids.masked_fill_(~valid, self.N)
 
-    def gather(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """Parameters [t, B, 6] (mx, my, a, b, c, o) and pixel bounds [t, B, 4] of Gaussians ids [t, B]."""
-        flat = ids.reshape(-1)
-        return (self.params.index_select(0, flat).view(*ids.shape, 6),
-                self.bounds.index_select(0, flat).view(*ids.shape, 4))
+    def gather(self, ids: Tensor) -> Tensor:
+        """Table entries [10, t, B] (mx, my, a, b, c, o, x0, x1, y0, y1) of Gaussians ids [t, B]."""
+        return self.table.index_select(1, ids.reshape(-1)).view(10, *ids.shape)
 
-    def alphas(self, tiles: Tensor, ids: Tensor) -> Tensor:
-        """Clamped alphas [t, P, B] of Gaussians ids [t, B] at every pixel of tiles [t]; 0 where skipped.
+    def block_colors(self, ids: Tensor, name: str = "colors") -> Tensor:
+        """Padded colour rows [t, B, K] of Gaussians ids [t, B], in a scratch buffer."""
+        out = self.ws.get(name, (ids.numel(), self.K), self.colors)
+        return torch.index_select(self.colors, 0, ids.reshape(-1), out=out).view(*ids.shape, self.K)
 
-        This is the hot loop, so the big tensor is built once and then only modified in place: sigma is separable
-        apart from its cross term, so it is assembled from per-column and per-row parts, pre-scaled by log2(e) so
-        that exp2 (about twice as fast as exp on CPU) gives exp(-sigma); thresholds use F.threshold_, which is far
-        cheaper than comparison + masked_fill.
+    def alphas(self, tiles: Tensor, g: Tensor) -> Tensor:
+        """Clamped alphas [t, P, B] at every pixel of tiles [t] of the Gaussians with table entries g [10, t, B];
+        0 where skipped.
+
+        sigma is separable apart from its cross term, so it is assembled from per-column and per-row parts, scaled
+        by log2(e) so that exp2 gives exp(-sigma); everything after that is in place.
         """
-        ts, dt = self.ts, self.params.dtype
-        (mx, my, a, b, c, o), (u0, u1, v0, v1) = (x.unbind(-1) for x in self.gather(ids))  # each [t, B]
-        cols = (self.ox[tiles, None] + self.lane)[:, :, None]  # [t, ts, 1] pixel column index
-        rows = (self.oy[tiles, None] + self.lane)[:, :, None]
-        dx = cols.to(dt) + 0.5 - mx[:, None, :]  # [t, ts, B], varies along x only
-        dy = rows.to(dt) + 0.5 - my[:, None, :]
+        (t, B), ts, dt = g.shape[1:], self.ts, g.dtype
+        mx, my, a, b, c, o, x0, x1, y0, y1 = (v[:, None, :] for v in g)  # each [t, 1, B]
+        px = (self.ox[tiles, None] + self.lane)[:, :, None]  # [t, ts, 1] pixel-centre x of each column
+        py = (self.oy[tiles, None] + self.lane)[:, :, None]
+        dx, dy = px - mx, py - my  # [t, ts, B]
         inf = float("inf")
         # Outside the bounding square sigma is +inf, i.e. alpha 0.
-        sx = (_HALF_LOG2E * a[:, None, :] * dx * dx).masked_fill_((cols < u0[:, None]) | (cols > u1[:, None]), inf)
-        sy = (_HALF_LOG2E * c[:, None, :] * dy * dy).masked_fill_((rows < v0[:, None]) | (rows > v1[:, None]), inf)
-        sigma = sy[:, :, None, :] + sx[:, None, :, :]  # [t, ts(y), ts(x), B], times log2(e)
-        sigma.addcmul_((_LOG2E * b[:, None, :] * dx)[:, None, :, :], dy[:, :, None, :])
+        sx = (_HALF_LOG2E * a * dx * dx).masked_fill_((px < x0) | (px > x1), inf)
+        sy = (_HALF_LOG2E * c * dy * dy).masked_fill_((py < y0) | (py > y1), inf)
+        sigma = self.ws.get("alpha", (t, ts, ts, B), g)  # [t, y, x, B]
+        torch.add(sy[:, :, None, :], sx[:, None, :, :], out=sigma)
+        sigma.addcmul_((_LOG2E * b * dx)[:, None, :, :], dy[:, :, None, :])
+        sigma = sigma.view(t, ts * ts, B)
         F.threshold_(sigma, -torch.finfo(dt).tiny, inf)  # 3DGS skips sigma < 0 (non-positive-definite conics)
-        alpha = sigma.neg_().exp2_().mul_(o[:, None, None, :])
-        F.threshold_(alpha, _below(ALPHA_MIN, dt), 0.0).clamp_(max=ALPHA_MAX)  # skip alpha < 1/255
-        return alpha.view(len(tiles), ts * ts, -1)
+        # Anything beyond 2^-64 is skipped anyway; clamping there keeps exp2 away from (very slow) denormals.
+        alpha = sigma.clamp_(max=64.0).neg_().exp2_().mul_(o)
+        return F.threshold_(alpha, _below(ALPHA_MIN, dt), 0.0).clamp_(max=ALPHA_MAX)  # skip alpha < 1/255
 
-    def composite(self, tiles: Tensor, ids: Tensor, T0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def composite(self, tiles: Tensor, g: Tensor, T0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Front-to-back compositing of one block given the transmittance T0 [t, P] in front of it.
 
-        Returns alpha [t, P, B] (0 where skipped or after termination), T_before [t, P, B] (transmittance in front
-        of each Gaussian) and the transmittance behind the block [t, P], set to 0 for pixels that have terminated
-        so that later blocks contribute nothing there.
+        Returns alpha [t, P, B] (0 where skipped or after termination) and T_before [t, P, B] (transmittance in
+        front of each Gaussian), both in scratch buffers valid until the next call, and the transmittance behind
+        the block [t, P], set to 0 for pixels that have terminated so that later blocks contribute nothing there.
         """
-        alpha = self.alphas(tiles, ids)
-        T = torch.rsub(alpha, 1.0).cumprod_(-1).mul_(T0[:, :, None])  # transmittance behind each Gaussian
-        T_before = torch.empty_like(T)
-        T_before[:, :, 0] = T0
-        T_before[:, :, 1:] = T[:, :, :-1]
+        alpha = self.alphas(tiles, g)
+        t, P, B = alpha.shape
+        # One exclusive scan: Ts[..., 0] = T0, Ts[..., i+1] = Ts[..., i] (1 - alpha_i).
+        Ts = self.ws.get("T", (t, P, B + 1), alpha)
+        Ts[:, :, 0] = T0
+        _one_minus(alpha, out=Ts[:, :, 1:])
+        Ts.cumprod_(-1)
+        T_before, T = Ts[:, :, :B], Ts[:, :, 1:]  # transmittance in front of / behind each Gaussian
         T_after = T[:, :, -1].clone()
         finished = T_after < T_MIN
         if bool((finished & (T0 > 0)).any()):  # some pixel stops inside this block:
@@ -213,6 +311,10 @@ class _Scene:
 
 _LOG2E = 1.4426950408889634
 _HALF_LOG2E = 0.5 * _LOG2E
+
+
+def _one_minus(x: Tensor, out: Tensor) -> Tensor:
+    return torch.sub(x.new_ones(()), x, out=out)
 
 
 def _below(x: float, dtype: torch.dtype) -> float:
@@ -229,59 +331,67 @@ class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, colors, background, bounds, bins, width, height):
         scene = _Scene(means2d, conics, opacities, colors, bounds, bins, width, height)
-        n_tiles, P, C = bins.num_tiles, scene.P, colors.shape[1]
-        save = int(bins.counts.sum()) * P * 2 * means2d.element_size() <= SAVE_BUDGET_BYTES
+        n_tiles, P, C, K, ws = bins.num_tiles, scene.P, scene.C, scene.K, scene.ws
 
         T = scene.in_image.to(means2d.dtype)  # [tiles, P] transmittance; 0 = finished (or outside the image)
-        acc = means2d.new_zeros(n_tiles, P, C + 1)  # sum_i w_i (c_i, 1) with w_i = alpha_i T_i
-        steps = []  # (tiles, ids, T0, saved) per block, replayed in the same order by the backward
+        acc = means2d.new_zeros(n_tiles, P, K)  # sum_i w_i (c_i, 1, 0...) with w_i = alpha_i T_i
+        # The backward needs alpha and T_before of every block: keep them (in recycled memory) up to a budget,
+        # beyond which it recomputes them.
+        saved = _SavedPairs(means2d, SAVE_BUDGET_BYTES) if any(ctx.needs_input_grad[:5]) else None
+        steps = []  # (tiles, ids, T0, kept) per block, replayed in the same order by the backward
         for tiles, ids in scene.blocks(T):
-            T0 = T[tiles]
-            alpha, T_before, T[tiles] = scene.composite(tiles, ids, T0)
-            acc[tiles] += torch.bmm(alpha * T_before, scene.colors[ids.reshape(-1)].view(*ids.shape, C + 1))
-            steps.append((tiles, ids, T0, (alpha, T_before) if save else None))
+            T0, shape = T[tiles], (len(tiles), P, ids.shape[1])
+            alpha, T_before, T[tiles] = scene.composite(tiles, scene.gather(ids), T0)
+            w = torch.mul(alpha, T_before, out=ws.get("w", alpha.shape, alpha))
+            acc.index_add_(0, tiles, torch.bmm(w, scene.block_colors(ids), out=ws.get("out", (len(tiles), P, K), acc)))
+            keep = (saved.take(shape), saved.take(shape)) if saved is not None else (None, None)
+            keep = (keep[0].copy_(alpha), keep[1].copy_(T_before)) if keep[1] is not None else None
+            steps.append((tiles, ids, T0, keep))
 
         acc_alpha = acc[:, :, C]  # = 1 - T_final
         image_t = torch.addcmul(acc[:, :, :C], (1.0 - acc_alpha)[:, :, None], background)
-        ctx.scene, ctx.steps = scene, steps
+        ctx.scene, ctx.steps, ctx.saved = scene, steps, saved
         ctx.save_for_backward(acc, background)
-        return _untile(image_t, bins, width, height), _untile(acc[:, :, C:], bins, width, height)
+        return _untile(image_t, bins, width, height), _untile(acc[:, :, C:C + 1], bins, width, height)
 
     @staticmethod
     def backward(ctx, grad_image, grad_alpha):
-        scene, bins = ctx.scene, ctx.scene.bins
+        scene, bins, ws = ctx.scene, ctx.scene.bins, ctx.scene.ws
         acc, background = ctx.saved_tensors
-        n_tiles, P, C, N = bins.num_tiles, scene.P, acc.shape[-1] - 1, scene.N
-        G = acc.new_zeros(n_tiles, P, C + 1)  # dL/d(image channels, alpha channel) per tile pixel
+        n_tiles, P, C, K, N = bins.num_tiles, scene.P, scene.C, scene.K, scene.N
+        G = acc.new_zeros(n_tiles, P, K)  # dL/d(image channels, alpha channel, padding) per tile pixel
         if grad_image is not None:
             G[:, :, :C] = _tile(grad_image, bins)
         if grad_alpha is not None:
             G[:, :, C] = _tile(grad_alpha, bins)[..., 0]
         # The alpha channel also carries T_final * background = (1 - alpha_out) * background.
         G[:, :, C] -= G[:, :, :C] @ background
-        # Now dL/dw_i = G . (c_i, 1), and dL/dalpha_i = dL/dw_i T_i - (sum_{j>i} dL/dw_j w_j) / (1 - alpha_i).
+        # Now dL/dw_i = G . (c_i, 1, 0...), and dL/dalpha_i = dL/dw_i T_i - (sum_{j>i} dL/dw_j w_j) / (1 - alpha_i).
         # The suffix sum starts from its per-pixel total G . acc and shrinks block by block, front to back.
         rest = (G * acc).sum(-1)  # [tiles, P]
 
         dt = acc.dtype
-        g_params = acc.new_zeros(N + 1, 6)  # mx, my, a, b, c, o
-        g_color = acc.new_zeros(N + 1, C + 1)
-        for tiles, ids, T0, saved in ctx.steps:
-            alpha, T_before = saved if saved is not None else scene.composite(tiles, ids, T0)[:2]
-            flat = ids.reshape(-1)
-            w = alpha * T_before  # [t, P, B]
-            Gt = G[tiles]  # [t, P, C+1]
-            g_color.index_add_(0, flat, torch.bmm(w.transpose(1, 2), Gt).view(-1, C + 1))
-            g_w = torch.bmm(Gt, scene.colors[flat].view(*ids.shape, C + 1).transpose(1, 2))  # [t, P, B] dL/dw
+        g_table = acc.new_zeros(N + 1, 6)  # mx, my, a, b, c, o
+        g_color = acc.new_zeros(N + 1, K)
+        for tiles, ids, T0, kept in ctx.steps:
+            (t, B), flat = ids.shape, ids.reshape(-1)
+            g = scene.gather(ids)
+            alpha, T_before = kept if kept is not None else scene.composite(tiles, g, T0)[:2]  # else recompute
+            Gt = torch.index_select(G, 0, tiles, out=ws.get("G", (t, P, K), G))  # [t, P, K]
+            w = torch.mul(alpha, T_before, out=ws.get("w", alpha.shape, alpha))  # [t, P, B]
+            g_color.index_add_(0, flat, torch.bmm(w.transpose(1, 2), Gt, out=ws.get("g_col", (t, B, K), G)).view(-1, K))
+            g_w = torch.bmm(Gt, scene.block_colors(ids).transpose(1, 2), out=ws.get("g_w", alpha.shape, alpha))  # dL/dw
             rest_t = rest[tiles] * (T0 > 0)  # exactly 0 for pixels that finished in an earlier block
-            after = torch.mul(g_w, w, out=w).cumsum_(-1).neg_().add_(rest_t[:, :, None])  # sum_{j>i} dL/dw_j w_j
+            after = w.mul_(g_w).cumsum_(-1)
+            torch.sub(rest_t[:, :, None], after, out=after)  # sum_{j>i} dL/dw_j w_j
             rest[tiles] = after[:, :, -1]
-            g_alpha = g_w.mul_(T_before).sub_(after.div_(torch.rsub(alpha, 1.0)))  # dL/dalpha_i
+            scratch = ws.get("scratch", alpha.shape, alpha)
+            g_alpha = g_w.mul_(T_before).sub_(after.div_(_one_minus(alpha, out=scratch)))  # dL/dalpha_i
             # dL/dsigma = -dL/dalpha * alpha_raw where the clamp at ALPHA_MAX is inactive (alpha is 0 if skipped).
-            g_sigma = g_alpha.mul_(F.threshold_(torch.neg(alpha, out=after), -ALPHA_MAX, 0.0))
+            g_sigma = g_alpha.mul_(F.threshold_(torch.neg(alpha, out=scratch), -ALPHA_MAX, 0.0))
             # Per Gaussian: sums over pixels of g_sigma * (1, x, y, x^2, xy, y^2), x, y relative to the tile centre.
             s0, sx, sy, sxx, sxy, syy = torch.matmul(scene.moments, g_sigma).unbind(1)  # each [t, B]
-            mx, my, a, b, c, o = scene.gather(ids)[0].unbind(-1)
+            mx, my, a, b, c, o = g[:6]
             mx = mx - (scene.ox[tiles, None] + 0.5 * scene.ts).to(dt)  # means relative to the tile centre
             my = my - (scene.oy[tiles, None] + 0.5 * scene.ts).to(dt)
             gdx, gdy = sx - mx * s0, sy - my * s0  # sum g_sigma dx, with dx = x - mx; same for dy
@@ -291,12 +401,15 @@ class _Rasterize(torch.autograd.Function):
             # sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2, so d sigma / d mean = -(a dx + b dy, b dx + c dy);
             # alpha_raw = o exp(-sigma), so dL/do = dL/dalpha alpha_raw / o = -sum g_sigma / o.
             o_safe = torch.where(o > 0, o, torch.ones_like(o))
-            g = torch.stack([-(a * gdx + b * gdy), -(b * gdx + c * gdy), 0.5 * gdxx, gdxy, 0.5 * gdyy,
-                             -s0 / o_safe], dim=-1)
-            g_params.index_add_(0, flat, g.view(-1, 6))
+            grads = torch.stack([-(a * gdx + b * gdy), -(b * gdx + c * gdy), 0.5 * gdxx, gdxy, 0.5 * gdyy,
+                                 -s0 / o_safe], dim=-1)
+            g_table.index_add_(0, flat, grads.view(-1, 6))
 
-        g_bg = (G[:, :, :C] * (1.0 - acc[:, :, C:])).sum((0, 1)) if ctx.needs_input_grad[4] else None
-        return (g_params[:N, 0:2], g_params[:N, 2:5], g_params[:N, 5], g_color[:N, :C], g_bg,
+        if ctx.saved is not None:  # free for the next forward even while the caller still holds this graph
+            ctx.steps = [(tiles, ids, T0, None) for tiles, ids, T0, _ in ctx.steps]
+            ctx.saved.release()
+        g_bg = (G[:, :, :C] * (1.0 - acc[:, :, C:C + 1])).sum((0, 1)) if ctx.needs_input_grad[4] else None
+        return (g_table[:N, 0:2], g_table[:N, 2:5], g_table[:N, 5], g_color[:N, :C], g_bg,
                 None, None, None, None)
 
 

@@ -1,0 +1,74 @@
+"""Wall time and held-out quality of ff-train on the bundled demo and on the NeRF-synthetic chair (100x100).
+
+    python benchmarks/train.py --out benchmarks/results/train_cpu.json [--only demo|chair] [--quick]
+
+Each run calls the same code path as the CLI and records the settings, the wall time (teacher extraction included)
+and the metrics that ff-train wrote. Results are a JSON list of rows, one per run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from featurefields.cli.train import build_parser, config_from_args  # noqa: E402
+from featurefields.train.trainer import train  # noqa: E402
+
+RUNS = {
+    # name: (scene, extra CLI arguments) -- 'demo' is exactly the README's demo command
+    "demo": (ROOT / "scenes" / "tabletop", []),
+    "chair": (ROOT.parent / "shared" / "data" / "nerf_synthetic_chair", ["--max-size", "100"]),
+}
+
+
+def run(name: str, scene: Path, extra: list[str], quick: bool, workdir: Path) -> dict:
+    args = [str(scene), "--out", str(workdir / name), "--no-progress", *extra]
+    if quick:
+        args += ["--iterations", "200"]
+    cfg = config_from_args(build_parser().parse_args(args))
+    t0 = time.perf_counter()
+    metrics = train(cfg)
+    wall = time.perf_counter() - t0
+    return {
+        "run": name, "scene": str(scene.relative_to(ROOT.parent)) if scene.is_relative_to(ROOT.parent) else str(scene),
+        "args": extra + (["--iterations", "200"] if quick else []), "iterations": cfg.iterations,
+        "wall_seconds": round(wall, 1), "train_seconds": metrics["train_seconds"],
+        "device": metrics["device"], "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        **{k: v for k, v in metrics.items() if k not in ("per_view", "scene", "device", "train_seconds")},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--only", choices=sorted(RUNS), action="append", help="run only these (repeatable)")
+    p.add_argument("--quick", action="store_true", help="200 iterations each: a smoke run, not a result")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only or sorted(RUNS):
+            scene, extra = RUNS[name]
+            if not scene.exists():
+                print(f"skip {name}: {scene} not found")
+                continue
+            print(f"== {name}")
+            rows.append(run(name, scene, extra, args.quick, Path(tmp)))
+            print(json.dumps(rows[-1], indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
