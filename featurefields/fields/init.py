@@ -29,17 +29,22 @@ def scene_extent(cameras: Cameras) -> float:
     return float(1.1 * (c - c.mean(0)).norm(dim=-1).max().clamp_min(1e-3))
 
 
-def random_points_in_view(cameras: Cameras, n: int, near: float, far: float, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Points scattered inside the training frusta between ``near`` and ``far`` metres, with grey colours."""
+def focus_point(cameras: Cameras) -> Tensor:
+    """The point closest (least squares) to all optical axes: what an orbiting rig looks at. [3]"""
+    o, d = cameras.centers.double(), cameras.c2w[:, :3, 2].double()  # OpenCV: +z looks forward
+    proj = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [N, 3, 3] off-axis projectors
+    A, b = proj.sum(0), (proj @ o[..., None]).sum(0)[:, 0]
+    if torch.linalg.matrix_rank(A) < 3:  # all axes parallel: fall back to a point in front of the mean camera
+        return (o.mean(0) + d.mean(0)).float()
+    return torch.linalg.solve(A, b).float()
+
+
+def random_points_near_focus(cameras: Cameras, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Points uniform in a cube around the cameras' focus, 0.7x the median camera distance wide, grey."""
     g = torch.Generator().manual_seed(seed)
-    cam = torch.randint(0, len(cameras), (n,), generator=g)
-    uv = torch.rand(n, 2, generator=g) * torch.tensor([cameras.width, cameras.height])
-    z = near + (far - near) * torch.rand(n, generator=g)
-    K = cameras.K[cam]
-    x = (uv[:, 0] - K[:, 0, 2]) / K[:, 0, 0] * z
-    y = (uv[:, 1] - K[:, 1, 2]) / K[:, 1, 1] * z
-    p_cam = torch.stack([x, y, z, torch.ones_like(z)], -1)
-    p = (cameras.c2w[cam] @ p_cam[..., None])[:, :3, 0]
+    c = focus_point(cameras)
+    half = 0.35 * float((cameras.centers - c).norm(dim=-1).median())
+    p = c + (2 * torch.rand(n, 3, generator=g) - 1) * half
     return p, torch.full((n, 3), 0.5)
 
 

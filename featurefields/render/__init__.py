@@ -27,7 +27,7 @@ class RenderResult:
 
 def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmat: Tensor,
            K: Tensor, width: int, height: int, background: Tensor | None = None, near: float = 0.01,
-           far: float = 1e10, eps2d: float = 0.3, tile_size: int = 16) -> RenderResult:
+           far: float = 1e10, eps2d: float = 0.3, tile_size: int = 8) -> RenderResult:
     """Render N Gaussians (means [N,3], quats [N,4] wxyz, scales [N,3] linear, opacities [N], colors [N,C]) into
     one camera (viewmat [4,4] world-to-camera, OpenCV axes; K [3,3]); background [C] or None for zeros.
 

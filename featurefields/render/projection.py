@@ -66,7 +66,6 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Te
 
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     means_c = means @ R.T + t  # [N, 3]
-    covars_c = R @ quat_scale_to_covar(quats, scales) @ R.T  # [N, 3, 3]
     x, y, z = means_c.unbind(-1)
     depth_ok = (z > near) & (z < far)
     # A safe depth for culled Gaussians keeps the division (and its gradient) finite; their outputs are unused.
@@ -81,10 +80,11 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Te
     v = torch.minimum(torch.maximum(y / zs, -(cy / fy + 0.3 * tan_fovy)), (height - cy) / fy + 0.3 * tan_fovy)
     zero = torch.zeros_like(zs)
     J = torch.stack([fx / zs, zero, -fx * u / zs, zero, fy / zs, -fy * v / zs], dim=-1).reshape(N, 2, 3)
-    cov2d = J @ covars_c @ J.transpose(-1, -2)  # [N, 2, 2]
-    ca = cov2d[:, 0, 0] + eps2d
-    cb = 0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0])
-    cc = cov2d[:, 1, 1] + eps2d
+    # cov2d = J R Sigma R^T J^T with Sigma = (Rq S)(Rq S)^T, i.e. A A^T for A = J R Rq S (cheaper than 3x3 products).
+    A = (J @ R) @ quat_to_rotmat(quats) * scales[:, None, :]  # [N, 2, 3]
+    a0, a1 = A.unbind(1)
+    cov2d = torch.stack([(a0 * a0).sum(-1), (a0 * a1).sum(-1), (a1 * a1).sum(-1)], dim=-1)  # [N, 3] xx, xy, yy
+    ca, cb, cc = cov2d[:, 0] + eps2d, cov2d[:, 1], cov2d[:, 2] + eps2d
     det = ca * cc - cb * cb
     det_ok = det > 0
     det_safe = torch.where(det_ok, det, torch.ones_like(det))

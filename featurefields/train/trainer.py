@@ -21,7 +21,7 @@ from ..data.points import points_from_depth
 from ..errors import ConfigError
 from ..fields.density import DensityController
 from ..fields.gaussians import FeatureLayout, GaussianField, TeacherSpec
-from ..fields.init import check_points, knn_log_scales, random_points_in_view, scene_extent, subsample
+from ..fields.init import check_points, knn_log_scales, random_points_near_focus, scene_extent, subsample
 from ..fields.ply import write_ply
 from ..fields.rendering import FieldRender, render_field
 from ..io import write_image, write_json
@@ -142,9 +142,7 @@ class Trainer:
             cols = s.point_colors if s.point_colors is not None else torch.full_like(s.points, 0.5)
             pts, cols = subsample(s.points, cols, self.cfg.init_points, self.cfg.seed)
         elif how == "random":
-            r = self.extent / 1.1
-            pts, cols = random_points_in_view(s.cameras[s.train_idx], self.cfg.init_points, 0.3 * r, 1.5 * r,
-                                              self.cfg.seed)
+            pts, cols = random_points_near_focus(s.cameras[s.train_idx], self.cfg.init_points, self.cfg.seed)
         else:
             raise ConfigError(f"--init must be auto, depth, points or random, not {how!r}")
         check_points(pts, cols)
