@@ -40,16 +40,7 @@ def load_blender(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
     w, h = image_size(train[0][1])
     specs = [FrameSpec(name=name, image=img, c2w=c2w, K=_K(angle, w, h, name)) for name, img, c2w, angle in train + test]
     loaded = load_frames(specs, opts)
-    return SceneData(
-        name=root.name,
-        root=root,
-        images=loaded.images,
-        cameras=loaded.cameras,
-        frame_names=[s.name for s in specs],
-        train_idx=list(range(len(train))),
-        test_idx=list(range(len(train), len(specs))),
-        notes=notes + loaded.notes,
-    )
+    return loaded.to_scene(root, specs, list(range(len(train))), list(range(len(train), len(specs))), notes)
 
 
 def _split(json_path: Path, root: Path, notes: list[str]) -> list[tuple[str, Path, np.ndarray, float]]:

@@ -387,6 +387,14 @@ class LoadedFrames:
     instances: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
 
+    def to_scene(self, root: Path, specs: Sequence["FrameSpec"], train_idx: list[int], test_idx: list[int],
+                 notes: list[str], **extras) -> SceneData:
+        """The SceneData of these frames; ``extras`` fills the format-specific fields (labels, points)."""
+        return SceneData(name=root.name, root=root, images=self.images, cameras=self.cameras,
+                         frame_names=[s.name for s in specs], train_idx=train_idx, test_idx=test_idx,
+                         depths=self.depths, masks=self.masks, semantics=self.semantics, instances=self.instances,
+                         notes=notes + self.notes, **extras)
+
 
 def load_frames(specs: Sequence[FrameSpec], opts: LoadOptions, *, n_labels: int | None = None) -> LoadedFrames:
     """Read, check, undistort and resize every frame to one common output size."""

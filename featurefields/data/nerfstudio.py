@@ -82,23 +82,8 @@ def load_nerfstudio(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
     points = colors = None
     if opts.with_extras and meta.get("ply_file_path"):
         points, colors = read_ply_points(_resolve(root, meta["ply_file_path"], f"{json_path}: ply_file_path"))
-    return SceneData(
-        name=root.name,
-        root=root,
-        images=loaded.images,
-        cameras=loaded.cameras,
-        frame_names=[s.name for s in specs],
-        train_idx=train_idx,
-        test_idx=test_idx,
-        depths=loaded.depths,
-        masks=loaded.masks,
-        semantics=loaded.semantics,
-        instances=loaded.instances,
-        label_names=label_names if opts.with_extras else None,
-        points=points,
-        point_colors=colors,
-        notes=notes + loaded.notes,
-    )
+    return loaded.to_scene(root, specs, train_idx, test_idx, notes,
+                           label_names=label_names if opts.with_extras else None, points=points, point_colors=colors)
 
 
 def _resolve(root: Path, rel: Any, what: str = "") -> Path:

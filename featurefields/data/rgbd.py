@@ -82,18 +82,7 @@ def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, de
     ]
     train_idx, test_idx = interval_split(len(specs), opts.eval_every, str(root))
     loaded = load_frames(specs, opts)
-    return SceneData(
-        name=root.name,
-        root=root,
-        images=loaded.images,
-        cameras=loaded.cameras,
-        frame_names=[s.name for s in specs],
-        train_idx=train_idx,
-        test_idx=test_idx,
-        depths=loaded.depths,
-        masks=loaded.masks,
-        notes=notes + loaded.notes,
-    )
+    return loaded.to_scene(root, specs, train_idx, test_idx, notes)
 
 
 def _list_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:

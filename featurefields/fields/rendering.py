@@ -1,8 +1,9 @@
 """Render a GaussianField from one camera: colour, rendered feature channels, depth and alpha.
 
-Colour, features and depth are rasterised as channels of one image. By default features must not move geometry
-(a teacher's mistakes should not bend the scene): then the feature channels go through a second rasterisation
-whose geometry inputs are detached, so their loss only trains the features and decoders.
+Colour, depth and features are rasterised as channels of one image in one pass. By default features must not move
+geometry (a teacher's mistakes should not bend the scene): the rasteriser then sends only the colour and depth
+channels' gradients to the Gaussians' geometry (``geometry_channels``), and the feature loss trains the features
+and decoders alone.
 """
 from __future__ import annotations
 
@@ -36,16 +37,10 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
     rgb = (eval_sh(degree, dirs, field.sh_coeffs) + 0.5).clamp_min(0)  # [N, 3]
     depth_z = (field.means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2:3]  # [N, 1]
     bg = background if background is not None else torch.zeros(3, device=rgb.device)
-    geometry = (field.means, field.quats, field.scales, field.opacities)
-
-    joint = with_features and features_move_geometry and field.features.shape[1] > 0
-    colors = torch.cat([rgb, depth_z] + ([field.features] if joint else []), dim=-1)
+    use_features = with_features and field.features.shape[1] > 0
+    colors = torch.cat([rgb, depth_z] + ([field.features] if use_features else []), dim=-1)
     bg_full = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])
-    out = render(*geometry, colors, viewmat, K, width, height, background=bg_full)
-    alpha = out.alpha[..., 0]
-    feats = out.image[..., 4:] if joint else None
-    if with_features and not joint and field.features.shape[1] > 0:
-        detached = tuple(t.detach() for t in geometry)
-        feats = render(*detached, field.features, viewmat, K, width, height).image
-    return FieldRender(rgb=out.image[..., :3], features=feats, depth=out.image[..., 3], alpha=alpha,
-                       means2d=out.means2d, radii=out.radii)
+    out = render(field.means, field.quats, field.scales, field.opacities, colors, viewmat, K, width, height,
+                 background=bg_full, geometry_channels=None if features_move_geometry else 4)
+    return FieldRender(rgb=out.image[..., :3], features=out.image[..., 4:] if use_features else None,
+                       depth=out.image[..., 3], alpha=out.alpha[..., 0], means2d=out.means2d, radii=out.radii)

@@ -27,16 +27,19 @@ class RenderResult:
 
 def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmat: Tensor,
            K: Tensor, width: int, height: int, background: Tensor | None = None, near: float = 0.01,
-           far: float = 1e10, eps2d: float = 0.3, tile_size: int = 8) -> RenderResult:
+           far: float = 1e10, eps2d: float = 0.3, tile_size: int = 8,
+           geometry_channels: int | None = None) -> RenderResult:
     """Render N Gaussians (means [N,3], quats [N,4] wxyz, scales [N,3] linear, opacities [N], colors [N,C]) into
     one camera (viewmat [4,4] world-to-camera, OpenCV axes; K [3,3]); background [C] or None for zeros.
 
-    means2d.grad (screen-space positional gradient) is kept for adaptive density control.
+    means2d.grad (screen-space positional gradient) is kept for adaptive density control. ``geometry_channels``:
+    see :func:`rasterize` (channels past it do not move the Gaussians).
     """
     proj = project(means, quats, scales, viewmat, K, width, height, near=near, far=far, eps2d=eps2d)
     if proj.means2d.requires_grad:
         proj.means2d.retain_grad()
-    image, alpha = rasterize(proj, opacities, colors, width, height, background=background, tile_size=tile_size)
+    image, alpha = rasterize(proj, opacities, colors, width, height, background=background, tile_size=tile_size,
+                             geometry_channels=geometry_channels)
     return RenderResult(image=image, alpha=alpha, means2d=proj.means2d, radii=proj.radii, depths=proj.depths)
 
 

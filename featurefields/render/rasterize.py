@@ -365,7 +365,9 @@ def _below(x: float, dtype: torch.dtype) -> float:
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, colors, background, bounds, bins, width, height, grad_needed):
+    def forward(ctx, means2d, conics, opacities, colors, background, bounds, bins, width, height, grad_needed,
+                geometry_channels):
+        ctx.geometry_channels = geometry_channels
         scene = _Scene(means2d, conics, opacities, colors, bounds, bins, width, height)
         n_tiles, P, C, K, ws = bins.num_tiles, scene.P, scene.C, scene.K, scene.ws
 
@@ -402,9 +404,16 @@ class _Rasterize(torch.autograd.Function):
             G[:, :, C] = _tile(grad_alpha, bins)[..., 0]
         # The alpha channel also carries T_final * background = (1 - alpha_out) * background.
         G[:, :, C] -= G[:, :, :C] @ background
+        # Channels from geometry_channels on train their colours only: the geometry sees G without them.
+        k = ctx.geometry_channels
+        G_geo = G
+        if k < C:
+            G_geo = G.clone()
+            G_geo[:, :, k:C] = 0
+            G_geo[:, :, C] += G[:, :, k:C] @ background[k:]
         # Now dL/dw_i = G . (c_i, 1, 0...), and dL/dalpha_i = dL/dw_i T_i - (sum_{j>i} dL/dw_j w_j) / (1 - alpha_i).
         # The suffix sum starts from its per-pixel total G . acc and shrinks block by block, front to back.
-        rest = (G * acc).sum(-1)  # [tiles, P]
+        rest = (G_geo * acc).sum(-1)  # [tiles, P]
 
         dt = acc.dtype
         need_geometry, need_colors = any(ctx.needs_input_grad[:3]), ctx.needs_input_grad[3]
@@ -424,6 +433,8 @@ class _Rasterize(torch.autograd.Function):
                 g_color.index_add_(0, flat, g_col.view(-1, K))
             if not need_geometry:
                 continue
+            if G_geo is not G:
+                Gt = torch.index_select(G_geo, 0, tiles, out=ws.get("G", (t, P, K), G))
             cols_t = scene.block_colors(ids).transpose(1, 2)  # [t, K, B]
             g_w = torch.bmm(Gt, cols_t, out=ws.get("g_w", alpha.shape, alpha))  # [t, P, B] dL/dw
             rest_t = rest[tiles] * (T0 > 0)  # exactly 0 for pixels that finished in an earlier block
@@ -455,9 +466,9 @@ class _Rasterize(torch.autograd.Function):
             ctx.saved.release()
         g_bg = (G[:, :, :C] * (1.0 - acc[:, :, C:C + 1])).sum((0, 1)) if ctx.needs_input_grad[4] else None
         if not need_geometry:
-            return None, None, None, g_color[:N, :C] if need_colors else None, g_bg, None, None, None, None, None
+            return None, None, None, g_color[:N, :C] if need_colors else None, g_bg, None, None, None, None, None, None
         return (g_table[:N, 0:2], g_table[:N, 2:5], g_table[:N, 5], g_color[:N, :C] if need_colors else None, g_bg,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def _untile(x: Tensor, bins: TileBins, width: int, height: int) -> Tensor:
@@ -502,13 +513,16 @@ def check_inputs(proj: Projection, opacities: Tensor, colors: Tensor, width: int
 
 
 def rasterize(proj: Projection, opacities: Tensor, colors: Tensor, width: int, height: int,
-              background: Tensor | None = None, tile_size: int = 8) -> tuple[Tensor, Tensor]:
+              background: Tensor | None = None, tile_size: int = 8,
+              geometry_channels: int | None = None) -> tuple[Tensor, Tensor]:
     """Composite projected Gaussians into an image of any channel count.
 
     opacities [N] in (0, 1), colors [N, C] (RGB, features, depth: all just channels), background [C] or None (0).
     Returns (image [H, W, C] including T_final * background, alpha [H, W, 1]). Differentiable w.r.t.
     proj.means2d, proj.conics, opacities, colors and background. ``tile_size`` only affects speed (8 is fastest
-    on CPU; the result is the same for any value).
+    on CPU; the result is the same for any value). ``geometry_channels = k``: only channels [0, k) and the alpha
+    output send gradients to the geometry (means2d, conics, opacities); later channels train their colours only,
+    as if rendered a second time with detached geometry, at no extra cost.
     """
     opacities, colors, background = check_inputs(proj, opacities, colors, width, height, background)
     if tile_size < 1:
@@ -518,4 +532,8 @@ def rasterize(proj: Projection, opacities: Tensor, colors: Tensor, width: int, h
     bins = bin_gaussians(reach, proj.depths, width, height, tile_size)
     inputs = (proj.means2d, proj.conics, opacities, colors, background)
     grad_needed = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)  # (no_grad: keep nothing)
-    return _Rasterize.apply(*inputs, bounds, bins, width, height, grad_needed)
+    C = colors.shape[1]
+    k = C if geometry_channels is None else geometry_channels
+    if not 0 <= k <= C:
+        raise ValueError(f"rasterize: geometry_channels must be in [0, {C}], got {geometry_channels}")
+    return _Rasterize.apply(*inputs, bounds, bins, width, height, grad_needed, k)

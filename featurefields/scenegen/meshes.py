@@ -286,7 +286,7 @@ def make_cereal_box() -> Mesh:
     yellow, red, blue, white, card = (0.96, 0.78, 0.18), (0.85, 0.2, 0.15), (0.15, 0.3, 0.7), (0.95, 0.95, 0.92), (0.7, 0.6, 0.45)
 
     def color(face, p):
-        x, y, z = p[..., 0], p[..., 1], p[..., 2]
+        x, z = p[..., 0], p[..., 2]
         if face in ("+y", "-y"):
             c = mix(yellow, red, periodic_stripes(x + 0.6 * z, 0.085, 0.4, 0.12))
             c = mix(c, blue, smoothstep(0.225, 0.235, z))

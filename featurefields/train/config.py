@@ -43,9 +43,10 @@ class TrainConfig:
     init_points: int = 20_000
     init_opacity: float = 0.1
     # optimisation
-    iterations: int = 3000
+    iterations: int = 2000
     lambda_dssim: float = 0.2
     feature_loss: str = "cosine"  # cosine | l1
+    feature_samples: int = 8192  # random teacher pixels per step for the feature loss (0: all)
     feature_moves_geometry: bool = False
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)

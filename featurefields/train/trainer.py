@@ -6,7 +6,6 @@ atomically; a checkpoint lets ``--resume`` continue exactly where a run stopped.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ class Trainer:
         self.extent = scene_extent(self.scene.cameras[self.scene.train_idx])
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.step = 0
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         if resume_state is not None:
             self.field = GaussianField.from_state(resume_state["field"]).to(self.device)
             self.step = resume_state["step"]
@@ -174,13 +174,36 @@ class Trainer:
                             with_features=with_features and bool(self.targets),
                             features_move_geometry=self.cfg.feature_moves_geometry)
 
-    def decoded(self, out: FieldRender, t: TeacherTargets, size: tuple[int, int]) -> Tensor:
-        """Rendered feature map resampled to the teacher's resolution and decoded to its width: [h, w, D]."""
+    def latent_at_teacher_res(self, out: FieldRender, size: tuple[int, int]) -> Tensor:
+        """Rendered feature map resampled to a teacher's resolution: [h, w, F]."""
         fmap = out.features
         if fmap.shape[:2] != size:
             fmap = F.interpolate(fmap.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False,
                                  antialias=True)[0].permute(1, 2, 0)
-        return self.field.decoder(fmap, t.teacher.name)
+        return fmap
+
+    def decoded(self, out: FieldRender, t: TeacherTargets, size: tuple[int, int]) -> Tensor:
+        """Rendered features at the teacher's resolution, decoded to its width: [h, w, D]."""
+        return self.field.decoder(self.latent_at_teacher_res(out, size), t.teacher.name)
+
+    def feature_term(self, out: FieldRender, t: TeacherTargets, i: int, gen: torch.Generator) -> Tensor:
+        """Feature loss of view i against teacher t, on a random subset of its valid pixels.
+
+        Decoding every pixel to a wide teacher (384-D and up) costs far more than rasterising; a few thousand
+        random pixels per step give the same expected gradient (as ray batches do for NeRF-style fields)."""
+        target = t.outputs[i]
+        h, w = target.features.shape[:2]
+        valid = torch.as_tensor(target.valid).reshape(-1).nonzero()[:, 0]
+        if len(valid) == 0:
+            return out.rgb.sum() * 0
+        n = self.cfg.feature_samples
+        if 0 < n < len(valid):
+            valid = valid[torch.randint(len(valid), (n,), generator=gen)]
+        feats = torch.as_tensor(target.features).reshape(h * w, -1)[valid].to(self.device).float()
+        latent = self.latent_at_teacher_res(out, (h, w)).reshape(h * w, -1)[valid.to(self.device)]
+        pred = self.field.decoder(latent, t.teacher.name)
+        return feature_loss(pred, feats, torch.ones(len(valid), dtype=torch.bool, device=self.device),
+                            self.cfg.feature_loss)
 
     def train_step(self, i: int, step: int) -> dict[str, float]:
         cfg, s = self.cfg, self.scene
@@ -192,10 +215,7 @@ class Trainer:
         loss = rgb_loss(pred, gt, cfg.lambda_dssim)
         stats = {"psnr": float(psnr(pred.detach(), gt))}
         for t in self.targets:
-            target = t.outputs[i]
-            feats = torch.as_tensor(target.features).to(self.device).float()
-            valid = torch.as_tensor(target.valid).to(self.device)
-            f_loss = feature_loss(self.decoded(out, t, tuple(feats.shape[:2])), feats, valid, cfg.feature_loss)
+            f_loss = self.feature_term(out, t, i, self.sample_gen)
             loss = loss + cfg.teacher_weights.get(t.teacher.name, 1.0) * f_loss
             stats[f"f_{t.teacher.name}"] = float(f_loss.detach())
         loss.backward()
@@ -311,10 +331,11 @@ class Trainer:
         rows = [labelled_row(panels, labels)]
         for t in self.targets:
             target = t.outputs[i]
-            feats = torch.as_tensor(target.features).float()
+            # Unit-normalised before PCA: the cosine loss leaves feature lengths free, the colours compare directions.
+            feats = F.normalize(torch.as_tensor(target.features).float(), dim=-1)
             valid = torch.as_tensor(target.valid)
             pca = FeaturePCA(feats, valid)
-            pred = decoded[t.teacher.name].cpu()
+            pred = F.normalize(decoded[t.teacher.name].cpu(), dim=-1)
             teacher_img = pca(feats)
             teacher_img[~valid.numpy()] = 0
             rows.append(labelled_row([_fit(teacher_img, gt.shape), _fit(pca(pred), gt.shape)],

@@ -339,3 +339,24 @@ def test_cuda_matches_cpu():
     gpu = _run(rasterize, pc, opac.to(dev), colors.to(dev), W, H, bg.to(dev), gi.to(dev), ga.to(dev))
     _compare([t.cpu() for t in gpu[:2]], cpu[:2], rtol=1e-10)
     _compare([t.cpu() for t in gpu[2]], cpu[2], rtol=1e-8)
+
+
+@pytest.mark.parametrize("C,k", [(4, 3), (20, 4), (33, 1)])
+def test_geometry_channels_equal_a_second_pass_with_detached_geometry(C, k):
+    """Channels past k train their colours only: same image and gradients as rendering them again with the
+    geometry detached (the brute-force reference, twice)."""
+    W, H = 23, 17
+    proj, opac, colors, bg, gi, ga = _scene(60, W, H, C, seed=7)
+    ours = _run(rasterize, proj, opac, colors, W, H, bg, gi, ga, geometry_channels=k)
+
+    def two_passes(p, o, c, W, H, b):
+        img_a, alpha = rasterize_brute(p, o, c[:, :k], W, H, b[:k])
+        detached = Projection(p.means2d.detach(), p.conics.detach(), p.depths, p.radii)
+        img_b, _ = rasterize_brute(detached, o.detach(), c[:, k:], W, H, b[k:])
+        return torch.cat([img_a, img_b], -1), alpha
+
+    ref = _run(two_passes, proj, opac, colors, W, H, bg, gi, ga)
+    _compare(ours[:2], ref[:2], rtol=1e-12)
+    _compare(ours[2], ref[2], rtol=1e-9)
+    with pytest.raises(ValueError, match="geometry_channels"):
+        rasterize(proj, opac, colors, W, H, bg, geometry_channels=C + 1)

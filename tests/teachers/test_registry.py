@@ -7,7 +7,6 @@ import torch
 
 from featurefields.errors import ConfigError, FFError, one_line
 from featurefields.teachers import (
-    NotTextAligned,
     TeacherInput,
     available_teachers,
     make_teacher,
