@@ -1,2 +1,22 @@
-"""featurefields: lift 2D foundation-model features into 3D Gaussian feature fields and query them."""
+"""featurefields: lift 2D foundation-model features into 3D Gaussian feature fields and query them.
+
+The public API, in pipeline order: load a scene, pick teachers, train a field, render it, export it.
+"""
+from .data import Cameras, SceneData, load_scene
+from .errors import ConfigError, DataError, FFError
+from .fields.gaussians import FeatureLayout, GaussianField
+from .fields.ply import field_from_ply, read_ply, write_ply
+from .fields.rendering import render_field
+from .render import render
+from .teachers import available_teachers, make_teacher
+from .train.checkpoint import load_checkpoint
+from .train.config import TrainConfig
+from .train.trainer import Trainer, train
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "Cameras", "ConfigError", "DataError", "FFError", "FeatureLayout", "GaussianField", "SceneData", "TrainConfig",
+    "Trainer", "available_teachers", "field_from_ply", "load_checkpoint", "load_scene", "make_teacher", "read_ply",
+    "render", "render_field", "train", "write_ply",
+]

@@ -16,11 +16,17 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# pip, without the machine-specific noise of index folders that do not exist (exit status kept).
+pip_install() {
+  python -m pip install -q "$@" 2>&1 | { grep -v -e "is neither a file nor a directory" -e "^ *$" || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+pip_install --upgrade pip
 # PyTorch first, pinned to the wheels this project is tested with (they lie on disk on the CI machines).
-python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install -q -e ".[test]"
+pip_install "torch==2.14.1" "torchvision==0.29.1"
+pip_install -e ".[test]"
 echo "featurefields installed in .venv (activate with: . .venv/bin/activate)"
