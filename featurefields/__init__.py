@@ -7,7 +7,6 @@ from .errors import ConfigError, DataError, FFError
 from .fields.gaussians import FeatureLayout, GaussianField
 from .fields.ply import field_from_ply, read_ply, write_ply
 from .fields.rendering import render_field
-from .render import render
 from .teachers import available_teachers, make_teacher
 from .train.checkpoint import load_checkpoint
 from .train.config import TrainConfig
@@ -18,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Cameras", "ConfigError", "DataError", "FFError", "FeatureLayout", "GaussianField", "SceneData", "TrainConfig",
     "Trainer", "available_teachers", "field_from_ply", "load_checkpoint", "load_scene", "make_teacher", "read_ply",
-    "render", "render_field", "train", "write_ply",
+    "render_field", "train", "write_ply",
 ]

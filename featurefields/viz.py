@@ -90,3 +90,11 @@ def stack_rows(rows: list[np.ndarray], pad: int = 4) -> np.ndarray:
         out[y:y + r.shape[0], :r.shape[1]] = r
         y += r.shape[0] + pad
     return out
+
+
+def segment_colors(ids: Tensor) -> np.ndarray:
+    """[H, W] integer segment ids -> uint8 RGB with a fixed pseudo-random colour per id (negative ids black)."""
+    ids = ids.detach().cpu().long()
+    palette = torch.rand(int(ids.max().clamp_min(0)) + 1, 3, generator=torch.Generator().manual_seed(0))
+    rgb = palette[ids.clamp_min(0)] * (ids >= 0)[..., None]
+    return (rgb.numpy() * 255 + 0.5).astype(np.uint8)

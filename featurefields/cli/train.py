@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "masks, else colour only)")
     p.add_argument("--teacher-weight", action="append", default=[], metavar="NAME=W",
                    help="weight of a teacher's feature loss (default 1)")
+    p.add_argument("--teacher-checkpoint", action="append", default=[], metavar="NAME=PATH",
+                   help="local weights for a teacher (e.g. clip=~/models/ViT-B-16.pt); nothing is downloaded")
+    p.add_argument("--teacher-device", help="device the teachers run on (default: cpu)")
     p.add_argument("--latent-dim", type=int, default=None,
                    help="per-Gaussian feature width, decoded per pixel to each teacher's width; 0 = full width "
                         "(default: 16 when a teacher is wider than 64, else full width)")
@@ -78,14 +81,22 @@ def parse_background(text: str) -> tuple[float, float, float]:
     return rgb  # type: ignore[return-value]
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    weights = {}
-    for item in args.teacher_weight:
-        name, _, w = item.partition("=")
+def _pairs(items: list[str], flag: str, form: str, convert) -> list[tuple[str, object]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
         try:
-            weights[name] = float(w)
+            if not (sep and name and value):
+                raise ValueError
+            out.append((name.strip().lower(), convert(value)))
         except ValueError:
-            raise ConfigError(f"--teacher-weight {item!r}: expected NAME=NUMBER") from None
+            raise ConfigError(f"{flag} {item!r}: expected {form}") from None
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    weights = {name: float(w) for name, w in _pairs(args.teacher_weight, "--teacher-weight", "NAME=NUMBER", float)}
+    checkpoints = dict(_pairs(args.teacher_checkpoint, "--teacher-checkpoint", "NAME=PATH", str))
     for name, value in (("--iterations", args.iterations), ("--init-points", args.init_points),
                         ("--eval-every", args.eval_every)):
         if value < 1:
@@ -94,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"--downscale must be >= 1, not {args.downscale}")
     out = args.out or str(Path("outputs") / (Path(args.scene).resolve().name or "scene"))
     cfg = TrainConfig(scene=args.scene, out=out, iterations=args.iterations, teachers=args.teachers,
-                      teacher_weights=weights, latent_dim=args.latent_dim, feature_loss=args.feature_loss,
+                      teacher_weights=weights, teacher_checkpoints=checkpoints,
+                      teacher_device=args.teacher_device, latent_dim=args.latent_dim, feature_loss=args.feature_loss,
                       feature_moves_geometry=args.feature_moves_geometry, downscale=args.downscale,
                       max_size=args.max_size, eval_every=args.eval_every, stride=args.stride,
                       depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,

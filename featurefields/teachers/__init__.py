@@ -15,7 +15,12 @@ from .cache import FeatureCache, default_cache_dir, extract_features
 
 # name -> "module:attribute" (imported lazily) or a callable returning a Teacher.
 _REGISTRY: dict[str, str | Callable[..., Teacher]] = {
+    "clip": "featurefields.teachers.clip:ClipTeacher",
+    "dino": "featurefields.teachers.dino:DinoTeacher",
     "labels": "featurefields.teachers.labels:LabelsTeacher",
+    "sam": "featurefields.teachers.sam:SamTeacher",
+    "segments": "featurefields.teachers.segments:SegmentsTeacher",
+    "sift": "featurefields.teachers.sift:SiftTeacher",
 }
 
 

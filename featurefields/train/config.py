@@ -33,11 +33,13 @@ class TrainConfig:
     # teachers
     teachers: list[str] | None = None  # None: 'labels' when the scene has semantic masks, else colour only
     teacher_weights: dict[str, float] = field(default_factory=dict)
+    teacher_checkpoints: dict[str, str] = field(default_factory=dict)  # name -> local weights file
+    teacher_device: str | None = None  # where teachers run (default: their own default, the CPU)
     cache_dir: str | None = None  # None: OUT/cache; point several runs at one folder to share it
     # field
     sh_degree: int = 3
     sh_degree_every: int = 500  # raise the active SH degree every this many steps
-    latent_dim: int | None = None  # None: 16 when a teacher is wider than 64 channels, else full width
+    latent_dim: int | None = None  # None: 16 per teacher wider than 64 channels (at most 64), else full width
     decoder_hidden: int = 0
     init: str = "auto"  # auto | points | depth | random
     init_points: int = 20_000

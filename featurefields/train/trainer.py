@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -25,18 +26,31 @@ from ..fields.ply import write_ply
 from ..fields.rendering import FieldRender, render_field
 from ..io import write_image, write_json
 from ..teachers import FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, views_from_scene
-from ..viz import FeaturePCA, colormap, labelled_row, stack_rows, to_uint8
+from ..teachers.segments import segment_ids
+from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .grouping import grouping_gap, grouping_loss, sample_pixels
 from .losses import cosine_map, feature_loss, psnr, rgb_loss, ssim
 
 CHECKPOINT = "checkpoint.pt"
+GROUPING_DIM = 16  # width of the affinity features a mask teacher's head produces
+PREVIEW_MIN_HEIGHT = 200  # pixels per preview panel, at least
 
 
 @dataclass
 class TeacherTargets:
     teacher: Teacher
     outputs: list[TeacherOutput]  # one per frame of the scene (float16, memory-mapped from the cache)
+
+    @property
+    def is_mask(self) -> bool:
+        """Mask teachers (segments, SAM masks) give segment ids to group by, not features to regress."""
+        return getattr(self.teacher, "kind", "features") == "masks"
+
+    @property
+    def field_dim(self) -> int:  # width of this teacher's decoder head
+        return GROUPING_DIM if self.is_mask else self.teacher.dim
 
 
 def pick_device(name: str) -> torch.device:
@@ -114,16 +128,20 @@ class Trainer:
         views = views_from_scene(self.scene)
         targets = []
         for name in names:
-            teacher = make_teacher(name)
+            options = {"device": self.cfg.teacher_device} if self.cfg.teacher_device else {}
+            if name in self.cfg.teacher_checkpoints:
+                options["checkpoint"] = self.cfg.teacher_checkpoints[name]
+            teacher = make_teacher(name, **options)
             outputs = extract_features(teacher, views, cache, progress=self.cfg.progress)
             targets.append(TeacherTargets(teacher, outputs))
         return targets
 
     def _layout(self) -> FeatureLayout:
-        specs = [TeacherSpec(t.teacher.name, t.teacher.dim) for t in self.targets]
+        specs = [TeacherSpec(t.teacher.name, t.field_dim) for t in self.targets]
         latent = self.cfg.latent_dim
-        if latent is None:
-            latent = 16 if any(s.dim > 64 for s in specs) else 0
+        if latent is None:  # 16 latent channels per wide teacher, shared by all heads
+            wide = sum(s.dim > 64 for s in specs)
+            latent = min(64, 16 * wide) if wide else 0
         if not specs:
             latent = 0
         return FeatureLayout(specs, latent, self.cfg.decoder_hidden)
@@ -174,12 +192,12 @@ class Trainer:
                             with_features=with_features and bool(self.targets),
                             features_move_geometry=self.cfg.feature_moves_geometry)
 
-    def latent_at_teacher_res(self, out: FieldRender, size: tuple[int, int]) -> Tensor:
+    def latent_at_teacher_res(self, out: FieldRender, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
         """Rendered feature map resampled to a teacher's resolution: [h, w, F]."""
         fmap = out.features
         if fmap.shape[:2] != size:
-            fmap = F.interpolate(fmap.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False,
-                                 antialias=True)[0].permute(1, 2, 0)
+            smooth = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+            fmap = F.interpolate(fmap.permute(2, 0, 1)[None], size=size, mode=mode, **smooth)[0].permute(1, 2, 0)
         return fmap
 
     def decoded(self, out: FieldRender, t: TeacherTargets, size: tuple[int, int]) -> Tensor:
@@ -193,6 +211,12 @@ class Trainer:
         random pixels per step give the same expected gradient (as ray batches do for NeRF-style fields)."""
         target = t.outputs[i]
         h, w = target.features.shape[:2]
+        if t.is_mask:  # pull pixels of one segment together, push segments apart (GARField-style grouping)
+            ids = segment_ids(target).reshape(-1)
+            idx = sample_pixels(ids.reshape(h, w), self.cfg.feature_samples or h * w, gen)
+            latent = self.latent_at_teacher_res(out, (h, w), mode="nearest").reshape(h * w, -1)
+            pred = self.field.decoder(latent[idx.to(self.device)], t.teacher.name)
+            return grouping_loss(pred, ids[idx].to(self.device))
         valid = torch.as_tensor(target.valid).reshape(-1).nonzero()[:, 0]
         if len(valid) == 0:
             return out.rgb.sum() * 0
@@ -296,6 +320,9 @@ class Trainer:
                 feats = torch.as_tensor(target.features).to(self.device).float()
                 valid = torch.as_tensor(target.valid).to(self.device)
                 decoded[t.teacher.name] = pred = self.decoded(out, t, tuple(feats.shape[:2]))
+                if t.is_mask:
+                    row[f"grouping_gap/{t.teacher.name}"] = grouping_gap(pred, segment_ids(target).to(self.device))
+                    continue
                 cos = cosine_map(pred, feats)[valid]
                 row[f"feature_cosine/{t.teacher.name}"] = float(cos.mean()) if cos.numel() else float("nan")
             per_view.append(row)
@@ -328,9 +355,16 @@ class Trainer:
             lo = hi = None
         panels.append(colormap(depth, lo, hi))
         labels.append("depth (render)")
-        rows = [labelled_row(panels, labels)]
+        scale = max(1, -(-PREVIEW_MIN_HEIGHT // gt.shape[0]))  # small images are enlarged (nearest) to be legible
+        rows = [labelled_row([_enlarge(p, scale) for p in panels], labels)]
         for t in self.targets:
             target = t.outputs[i]
+            if t.is_mask:
+                pred = F.normalize(decoded[t.teacher.name].cpu(), dim=-1)
+                panels = [segment_colors(segment_ids(target)), FeaturePCA(pred)(pred)]
+                rows.append(labelled_row([_enlarge(_fit(p, gt.shape), scale) for p in panels],
+                                         [f"{t.teacher.name}: segments", f"{t.teacher.name}: render (PCA)"]))
+                continue
             # Unit-normalised before PCA: the cosine loss leaves feature lengths free, the colours compare directions.
             feats = F.normalize(torch.as_tensor(target.features).float(), dim=-1)
             valid = torch.as_tensor(target.valid)
@@ -338,14 +372,19 @@ class Trainer:
             pred = F.normalize(decoded[t.teacher.name].cpu(), dim=-1)
             teacher_img = pca(feats)
             teacher_img[~valid.numpy()] = 0
-            rows.append(labelled_row([_fit(teacher_img, gt.shape), _fit(pca(pred), gt.shape)],
+            rows.append(labelled_row([_enlarge(_fit(teacher_img, gt.shape), scale),
+                                      _enlarge(_fit(pca(pred), gt.shape), scale)],
                                      [f"{t.teacher.name}: teacher (PCA)", f"{t.teacher.name}: render (PCA)"]))
         name = Path(self.scene.frame_names[i]).stem
         write_image(self.out / "previews" / f"{name}.png", stack_rows(rows))
 
 
-def _fit(img, shape) -> "np.ndarray":  # noqa: F821 - resize a teacher-resolution panel to the image size
-    import numpy as np
+def _enlarge(img: np.ndarray, factor: int) -> np.ndarray:
+    return img if factor == 1 else img.repeat(factor, 0).repeat(factor, 1)
+
+
+def _fit(img: np.ndarray, shape) -> np.ndarray:
+    """A teacher-resolution panel resized (nearest) to the image's size."""
     from PIL import Image
 
     if img.shape[:2] == tuple(shape[:2]):

@@ -1,0 +1,45 @@
+"""Re-running a training re-uses the teacher cache: the teacher is not called again. Several teachers at once."""
+from __future__ import annotations
+
+import pytest
+
+from featurefields.teachers import _REGISTRY as REGISTRY
+from featurefields.train.config import TrainConfig
+from featurefields.train.trainer import Trainer
+from tests.conftest import write_tiny_nerfstudio
+from tests.teachers.helpers import CountingTeacher
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    made: list[CountingTeacher] = []
+
+    def factory(**options):
+        made.append(CountingTeacher(**options))
+        return made[-1]
+
+    monkeypatch.setitem(REGISTRY, "counting", factory)
+    return made
+
+
+def test_second_run_reuses_the_cache(tmp_path, counting):
+    scene = write_tiny_nerfstudio(tmp_path / "s")
+    cache = tmp_path / "cache"
+    for run in ("a", "b"):
+        cfg = TrainConfig(scene=str(scene), out=str(tmp_path / run), teachers=["counting"], cache_dir=str(cache),
+                          iterations=2, init_points=100, progress=False)
+        Trainer(cfg).train()
+    first, second = counting
+    assert first.calls > 0 and second.calls == 0
+
+
+def test_two_teachers_share_a_latent_with_one_head_each(tmp_path, counting):
+    scene = write_tiny_nerfstudio(tmp_path / "s")
+    cfg = TrainConfig(scene=str(scene), out=str(tmp_path / "o"), teachers=["labels", "counting"], iterations=3,
+                      init_points=100, progress=False)
+    trainer = Trainer(cfg)
+    layout = trainer.field.layout
+    assert [(t.name, t.dim) for t in layout.teachers] == [("labels", 384), ("counting", 5)]
+    assert layout.latent_dim == 16 and set(trainer.field.decoder.heads) == {"labels", "counting"}
+    metrics = trainer.train()
+    assert {"feature_cosine/labels", "feature_cosine/counting"} <= set(metrics)
