@@ -10,12 +10,12 @@ from .fields.rendering import render_field
 from .teachers import available_teachers, make_teacher
 from .train.checkpoint import load_checkpoint
 from .train.config import TrainConfig
-from .train.trainer import Trainer, train
+from .train.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cameras", "ConfigError", "DataError", "FFError", "FeatureLayout", "GaussianField", "SceneData", "TrainConfig",
     "Trainer", "available_teachers", "field_from_ply", "load_checkpoint", "load_scene", "make_teacher", "read_ply",
-    "render_field", "train", "write_ply",
+    "render_field", "write_ply",
 ]
