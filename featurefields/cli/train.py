@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError, cli_entry
+from ..teachers import available_teachers
 from . import ArgParser
 from ..train.config import TrainConfig
 
@@ -14,8 +15,18 @@ examples:
         the bundled demo: colour + the 'labels' teacher (semantic masks -> text embeddings)
   ff-train ../shared/data/nerf_synthetic_chair --max-size 100 --out outputs/chair
         a NeRF-synthetic Blender scene at 100x100, colour only
+  ff-train scenes/tabletop --teacher labels --teacher sift --out outputs/tabletop2
+        two teachers in one field: a shared latent with one decoder head each
+  ff-train scenes/tabletop --teacher clip --teacher-checkpoint clip=~/models/open_clip_vit_b16.bin
+        a foundation-model teacher from local weights (nothing is downloaded)
   ff-train scenes/tabletop --out outputs/tabletop --resume --iterations 6000
         continue a run from its checkpoint
+
+teachers: labels (semantic masks -> sentence embeddings, 384-D, offline), sift (dense SIFT, 128-D, offline),
+segments (graph-based segments -> grouping loss, offline), clip (open_clip, MaskCLIP or multi-scale crops),
+sam (Segment Anything image embeddings, 256-D), dino (DINOv2 patch features). Weights for clip/sam/dino are looked
+up in the standard caches (~/.cache/featurefields/<teacher>, torch hub, Hugging Face) or given with
+--teacher-checkpoint NAME=PATH.
 
 scene formats (detected automatically): nerfstudio transforms.json, NeRF-synthetic Blender
 (transforms_{train,test}.json), RGB-D sequences (colour + uint16 depth folders + trajectory.log).
@@ -34,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder; everything the run writes goes here (default: outputs/<scene>)")
     p.add_argument("--iterations", type=int, default=d.iterations, help="optimisation steps (default %(default)s)")
     p.add_argument("--teacher", action="append", dest="teachers", metavar="NAME",
-                   help="2D teacher to distil; repeat for several (default: 'labels' if the scene has semantic "
-                        "masks, else colour only)")
+                   help=f"2D teacher to distil, one of {', '.join(available_teachers())}; repeat for several "
+                        "(default: 'labels' if the scene has semantic masks, else colour only)")
     p.add_argument("--teacher-weight", action="append", default=[], metavar="NAME=W",
                    help="weight of a teacher's feature loss (default 1)")
     p.add_argument("--teacher-checkpoint", action="append", default=[], metavar="NAME=PATH",

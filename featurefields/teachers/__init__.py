@@ -35,6 +35,18 @@ def available_teachers() -> list[str]:
 
 def make_teacher(name: str, **options) -> Teacher:
     """Build a teacher by name; unknown names and options are ConfigErrors that list what is known."""
+    key, factory = _factory(name)
+    _check_options(key, factory, options)
+    return factory(**options)
+
+
+def teacher_options(name: str) -> list[str] | None:
+    """The options a teacher takes (None if it takes any), e.g. to pass ``device`` only where it means something."""
+    _, factory = _factory(name)
+    return _known_options(factory)
+
+
+def _factory(name: str) -> tuple[str, Callable[..., Teacher]]:
     key = str(name).strip().lower()
     if key not in _REGISTRY:
         raise ConfigError(f"unknown teacher {name!r}; known teachers: {', '.join(available_teachers())}")
@@ -42,18 +54,23 @@ def make_teacher(name: str, **options) -> Teacher:
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
-    _check_options(key, factory, options)
-    return factory(**options)
+    return key, factory
 
 
-def _check_options(name: str, factory: Callable, options: dict) -> None:
+def _known_options(factory: Callable) -> list[str] | None:
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        return
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
+
+
+def _check_options(name: str, factory: Callable, options: dict) -> None:
+    known = _known_options(factory)
+    if known is None:
         return
-    known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
     unknown = sorted(set(options) - set(known))
     if unknown:
         takes = ", ".join(known) if known else "no options"
@@ -71,5 +88,6 @@ __all__ = [
     "extract_features",
     "make_teacher",
     "register_teacher",
+    "teacher_options",
     "views_from_scene",
 ]

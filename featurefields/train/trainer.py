@@ -25,7 +25,8 @@ from ..fields.init import check_points, knn_log_scales, random_points_near_focus
 from ..fields.ply import write_ply
 from ..fields.rendering import FieldRender, render_field
 from ..io import write_image, write_json
-from ..teachers import FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, views_from_scene
+from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, teacher_options,
+                        views_from_scene)
 from ..teachers.segments import segment_ids
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -128,7 +129,9 @@ class Trainer:
         views = views_from_scene(self.scene)
         targets = []
         for name in names:
-            options = {"device": self.cfg.teacher_device} if self.cfg.teacher_device else {}
+            takes = teacher_options(name)
+            options = {"device": self.cfg.teacher_device} if self.cfg.teacher_device and (
+                takes is None or "device" in takes) else {}
             if name in self.cfg.teacher_checkpoints:
                 options["checkpoint"] = self.cfg.teacher_checkpoints[name]
             teacher = make_teacher(name, **options)

@@ -43,3 +43,15 @@ def test_two_teachers_share_a_latent_with_one_head_each(tmp_path, counting):
     assert layout.latent_dim == 16 and set(trainer.field.decoder.heads) == {"labels", "counting"}
     metrics = trainer.train()
     assert {"feature_cosine/labels", "feature_cosine/counting"} <= set(metrics)
+
+
+def test_mask_teacher_trains_a_grouping_head(tmp_path):
+    scene = write_tiny_nerfstudio(tmp_path / "s")
+    cfg = TrainConfig(scene=str(scene), out=str(tmp_path / "o"), teachers=["segments", "sift"], iterations=4,
+                      init_points=100, progress=False)
+    trainer = Trainer(cfg)
+    assert [(t.name, t.dim) for t in trainer.field.layout.teachers] == [("segments", 16), ("sift", 128)]
+    metrics = trainer.train()
+    assert "grouping_gap/segments" in metrics and "feature_cosine/sift" in metrics
+    assert "feature_cosine/segments" not in metrics
+    assert len(list((tmp_path / "o" / "previews").glob("*.png"))) == len(trainer.scene.test_idx)
