@@ -6,7 +6,9 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test install scene
 
-$(STAMP): pyproject.toml setup.py scripts/install.sh
+NATIVE_SOURCES := $(shell find cuda_ext -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
+
+$(STAMP): pyproject.toml setup.py scripts/install.sh $(NATIVE_SOURCES)
 	bash scripts/install.sh
 	touch $@
 

@@ -28,5 +28,10 @@ PYTHON=${PYTHON:-python3}
 pip_install --upgrade pip
 # PyTorch first, pinned to the wheels this project is tested with (they lie on disk on the CI machines).
 pip_install "torch==2.14.1" "torchvision==0.29.1"
-pip_install -e ".[test]"
+# The package builds its native rasteriser (cuda_ext/) against that PyTorch, so no isolated build environment; CUDA
+# kernels are compiled too wherever nvcc is found (see setup.py). ninja compiles the sources in parallel.
+pip_install setuptools wheel ninja
+echo "building featurefields and its native rasteriser (a few minutes the first time)"
+pip_install --no-build-isolation -e ".[test]"
+python -c "import featurefields._native as n; print('native rasteriser built:', 'CPU + CUDA' if n.has_cuda() else 'CPU')"
 echo "featurefields installed in .venv (activate with: . .venv/bin/activate)"

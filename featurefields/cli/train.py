@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError, cli_entry
+from ..render.backends import BACKENDS
 from ..teachers import available_teachers
 from . import ArgParser
 from ..train.config import TrainConfig
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", default="white", help="white, black or r,g,b in [0,1] (behind RGBA images)")
     p.add_argument("--cache-dir", help="teacher feature cache (default: OUT/cache)")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", default=d.backend, choices=list(BACKENDS),
+                   help="rasteriser: native (compiled kernels, CPU or CUDA), torch (plain PyTorch reference) or "
+                        "gsplat (GPU); auto = native when built (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint period in steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -122,7 +126,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       max_size=args.max_size, eval_every=args.eval_every, stride=args.stride,
                       depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),
-                      cache_dir=args.cache_dir, device=args.device, seed=args.seed, save_every=args.save_every,
+                      cache_dir=args.cache_dir, device=args.device, backend=args.backend, seed=args.seed,
+                      save_every=args.save_every,
                       progress=not args.no_progress)
     cfg.density.refine_stop = min(cfg.density.refine_stop, int(0.6 * cfg.iterations))
     return cfg

@@ -46,8 +46,8 @@ class DensityController:
             self.count = torch.zeros(n, device=means2d.device)
         g = means2d.grad.detach() * torch.tensor([width / 2.0, height / 2.0], device=means2d.device)
         seen = radii > 0
-        self.grad_sum[seen] += g[seen].norm(dim=-1)
-        self.count[seen] += 1
+        self.grad_sum += torch.where(seen, g.norm(dim=-1), 0.0)  # (no boolean indexing: a whole pass cheaper)
+        self.count += seen
 
     def step(self, step: int, field: GaussianField, optimizer: torch.optim.Optimizer) -> dict[str, int]:
         """Densify/prune/reset when the schedule says so; returns counts of what changed."""

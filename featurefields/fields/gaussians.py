@@ -84,6 +84,11 @@ class FeatureDecoder(nn.Module):
             return self.heads[teacher](feature_map)
         return feature_map[..., self._slices[teacher]]
 
+    def linear_head(self, teacher: str) -> nn.Linear | None:
+        """The teacher's head if it is a single linear map of the latent (losses can then work in latent space)."""
+        head = self.heads[teacher] if self.layout.latent_dim > 0 else None
+        return head if isinstance(head, nn.Linear) else None
+
 
 class GaussianField(nn.Module):
     """N Gaussians: means [N,3], log_scales [N,3], quats [N,4] (wxyz), opacity_logits [N], sh0 [N,1,3],

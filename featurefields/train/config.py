@@ -56,6 +56,7 @@ class TrainConfig:
     save_every: int = 1000
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    backend: str = "auto"  # rasteriser: auto | native | torch | gsplat (featurefields.render.backends)
     progress: bool = True
 
     def to_dict(self) -> dict:

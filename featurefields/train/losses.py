@@ -49,6 +49,24 @@ def cosine_map(pred: Tensor, target: Tensor) -> Tensor:
     return F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
 
 
+def linear_cosine_loss(z: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor) -> Tensor:
+    """mean(1 - cos(z W^T + b, target)) without forming the decoded features.
+
+    z: [n, F] latents, weight: [D, F], bias: [D], target: [n, D]. With D (a teacher's width, 384-768) much larger
+    than F (16-64), the decoded [n, D] block and the elementwise passes over it dominate a training step; here the
+    dot product is (target W) . z + target . b and the squared norm z (W^T W) z + 2 z . (W^T b) + |b|^2, so the only
+    D-wide work is one [n, D] x [D, F] product. Same value and gradients as decoding first (up to rounding).
+    """
+    t = F.normalize(target, dim=-1, eps=1e-8)  # [n, D]
+    dot = ((t @ weight) * z).sum(-1)  # [n]
+    gram = weight.T @ weight  # [F, F]
+    sq = ((z @ gram) * z).sum(-1)
+    if bias is not None:
+        dot = dot + t @ bias
+        sq = sq + 2 * (z @ (weight.T @ bias)) + bias @ bias
+    return (1 - dot / sq.clamp_min(1e-16).sqrt().clamp_min(1e-8)).mean()
+
+
 def feature_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str) -> Tensor:
     """pred, target: [h, w, D]; valid: [h, w] bool."""
     if not bool(valid.any()):

@@ -25,6 +25,7 @@ from ..fields.init import check_points, knn_log_scales, random_points_near_focus
 from ..fields.ply import write_ply
 from ..fields.rendering import FieldRender, render_field
 from ..io import write_image, write_json
+from ..render.backends import resolve_backend
 from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, teacher_options,
                         views_from_scene)
 from ..teachers.segments import segment_ids
@@ -32,7 +33,7 @@ from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .grouping import grouping_gap, grouping_loss, sample_pixels
-from .losses import cosine_map, feature_loss, psnr, rgb_loss, ssim
+from .losses import cosine_map, feature_loss, linear_cosine_loss, psnr, rgb_loss, ssim
 
 CHECKPOINT = "checkpoint.pt"
 GROUPING_DIM = 16  # width of the affinity features a mask teacher's head produces
@@ -68,6 +69,7 @@ class Trainer:
         self.resume = resume
         self.out = Path(cfg.out)
         self.device = pick_device(cfg.device)
+        self.backend = resolve_backend(cfg.backend, self.device)  # fails early, with the fix, if not available
         resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
         self.scene = scene if scene is not None else load_scene(
@@ -193,7 +195,7 @@ class Trainer:
         return render_field(self.field, cams.c2w[i].to(self.device), cams.K[i].to(self.device), cams.width,
                             cams.height, background=self.background, sh_degree=sh_degree,
                             with_features=with_features and bool(self.targets),
-                            features_move_geometry=self.cfg.feature_moves_geometry)
+                            features_move_geometry=self.cfg.feature_moves_geometry, backend=self.backend)
 
     def latent_at_teacher_res(self, out: FieldRender, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
         """Rendered feature map resampled to a teacher's resolution: [h, w, F]."""
@@ -228,6 +230,9 @@ class Trainer:
             valid = valid[torch.randint(len(valid), (n,), generator=gen)]
         feats = torch.as_tensor(target.features).reshape(h * w, -1)[valid].to(self.device).float()
         latent = self.latent_at_teacher_res(out, (h, w)).reshape(h * w, -1)[valid.to(self.device)]
+        head = self.field.decoder.linear_head(t.teacher.name)
+        if self.cfg.feature_loss == "cosine" and head is not None:  # no [n, D] decoded block
+            return linear_cosine_loss(latent, head.weight, head.bias, feats)
         pred = self.field.decoder(latent, t.teacher.name)
         return feature_loss(pred, feats, torch.ones(len(valid), dtype=torch.bool, device=self.device),
                             self.cfg.feature_loss)
@@ -333,7 +338,7 @@ class Trainer:
                 self._preview(i, out, gt, decoded)
         metrics: dict = {
             "scene": str(s.root), "step": self.step, "num_gaussians": len(self.field),
-            "train_seconds": round(self.train_seconds, 1), "device": str(self.device),
+            "train_seconds": round(self.train_seconds, 1), "device": str(self.device), "backend": self.backend,
             "resolution": [s.width, s.height], "num_train_views": len(s.train_idx),
             "num_test_views": len(s.test_idx),
         }

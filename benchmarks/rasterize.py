@@ -1,0 +1,170 @@
+"""Speed and peak memory of the render backends: forward, and forward + backward, of projection + rasterisation.
+
+    python benchmarks/rasterize.py --out benchmarks/results/rasterize_cpu.json            # the full grid
+    python benchmarks/rasterize.py --out /tmp/quick.json --quick                          # D=32, N=100k, 256 px
+
+Grid: every available backend (native, torch, and gsplat on a GPU) x D in {3, 32, 128, 512} x N in {10k, 100k, 1M}
+x 256x256 / 512x512, on the CPU and, when there is one, the GPU. Each row is measured in a fresh process: one warm-up,
+then the median of --repeats runs; ``peak_mem_mb`` is what the render itself added on top of the scene (CPU: the
+worker's peak RSS minus its RSS before rendering; GPU: torch.cuda.max_memory_allocated minus the scene's
+allocation). Rows: backend, device, D, N, width, height, fwd_ms, fwd_bwd_ms, peak_mem_mb, threads, and the scene's
+mean alpha (how much of the image the Gaussians cover).
+
+The scene is synthetic and stands in for a trained one: N Gaussians spread through the view frustum at depths 2-6,
+opacities uniform in 0.05-0.95, screen radii log-uniform in 2-15 px at N = 100k and scaled by sqrt(100k / N) for other
+N (more Gaussians, smaller ones, as in real scenes). The loss is a fixed random linear function of image and alpha,
+so every gradient (means, quats, scales, opacities, colours, background, camera pose) is computed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIMS, COUNTS, SIZES = (3, 32, 128, 512), (10_000, 100_000, 1_000_000), (256, 512)
+
+
+def make_scene(n: int, size: int, channels: int, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    f = 0.9 * size
+    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
+    z = 2 + 4 * torch.rand(n, generator=g)
+    u, v = torch.rand(n, generator=g) * size, torch.rand(n, generator=g) * size
+    means = torch.stack([(u - size / 2) * z / f, (v - size / 2) * z / f, z], -1)
+    shrink = math.sqrt(100_000 / n) * size / 256
+    r_px = shrink * torch.exp(math.log(2) + (math.log(15) - math.log(2)) * torch.rand(n, generator=g))
+    scales = (r_px / 3 * z / f)[:, None] * (0.5 + torch.rand(n, 3, generator=g))
+    quats = torch.randn(n, 4, generator=g)
+    opacities = 0.05 + 0.9 * torch.rand(n, generator=g)
+    colors = torch.rand(n, channels, generator=g)
+    return means, quats, scales, opacities, colors, torch.eye(4), K
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from featurefields.render import render
+
+    dev = torch.device(device)
+    scene = [t.to(dev) for t in make_scene(N, size, D)]
+    means, quats, scales, opac, colors, viewmat, K = scene
+    leaves = [t.requires_grad_() for t in (means, quats, scales, opac, colors, viewmat)]
+    bg = torch.rand(D, device=dev).requires_grad_()
+    g = torch.Generator().manual_seed(1)
+    w_img = torch.randn(size, size, D, generator=g).to(dev)
+    w_alpha = torch.randn(size, size, 1, generator=g).to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def once(backward: bool) -> float:
+        for t in leaves + [bg]:
+            t.grad = None
+        sync()
+        t0 = time.perf_counter()
+        out = render(means, quats, scales, opac, colors, viewmat, K, size, size, background=bg, backend=backend)
+        if backward:
+            ((out.image * w_img).sum() + (out.alpha * w_alpha).sum()).backward()
+        sync()
+        return time.perf_counter() - t0, float(out.alpha.mean())
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    once(True)  # warm-up (and allocator pools)
+    fwd = [once(False)[0] for _ in range(repeats)]
+    fb, alpha = [], 0.0
+    for _ in range(repeats):
+        t, alpha = once(True)
+        fb.append(t)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"backend": backend, "device": _device_name(dev), "D": D, "N": N, "width": size, "height": size,
+            "fwd_ms": round(1e3 * statistics.median(fwd), 2), "fwd_bwd_ms": round(1e3 * statistics.median(fb), 2),
+            "peak_mem_mb": round(peak / 2**20, 1), "threads": torch.get_num_threads(), "repeats": repeats,
+            "mean_alpha": round(alpha, 4)}
+
+
+def _device_name(dev) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run_one(backend, device, D, N, size, repeats, timeout) -> dict | None:
+    cmd = [sys.executable, __file__, "--worker", backend, device, str(D), str(N), str(size), str(repeats)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  {backend}/{device} D={D} N={N} {size}px: over {timeout} s, skipped")
+        return {"backend": backend, "device": device, "D": D, "N": N, "width": size, "height": size,
+                "skipped": f"over {timeout} s"}
+    if proc.returncode != 0:
+        print(f"  {backend}/{device} D={D} N={N} {size}px failed: {proc.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="JSON file to write (a list of rows)")
+    ap.add_argument("--quick", action="store_true", help="only D=32, N=100k, 256x256, every available backend")
+    ap.add_argument("--backend", action="append", help="only these backends (repeatable)")
+    ap.add_argument("--device", action="append", help="only these devices: cpu, cuda (repeatable)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (the median is kept)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per row before it is skipped")
+    ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        b, dev, D, N, size, rep = args.worker
+        print(json.dumps(worker(b, dev, int(D), int(N), int(size), int(rep))))
+        return 0
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from featurefields.io import write_json
+    from featurefields.render import available_backends
+
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    grid = [(32, 100_000, 256)] if args.quick else [(D, N, s) for s in SIZES for N in COUNTS for D in DIMS]
+    rows = []
+    for device in devices:
+        backends = [b for b in available_backends(device) if not args.backend or b in args.backend]
+        for D, N, size in grid:
+            for backend in backends:
+                row = run_one(backend, device, D, N, size, args.repeats, args.timeout)
+                if row:
+                    rows.append(row)
+                    print(json.dumps(row))
+            write_json(args.out, rows)  # as it goes: a long run keeps what it measured
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+// CPU kernels for projection and spherical harmonics: one Gaussian per iteration, OpenMP over Gaussians.
+#include <vector>
+
+#include "ff/api.h"
+#include "ff/projection.h"
+#include "ff/sh.h"
+#include "parallel.h"
+
+namespace ff {
+
+template <typename T> void project_fwd_cpu(const ProjectArgs<T>& a, const ProjectOut<T>& out, int threads) {
+    const Camera<T> cam = make_camera(a.viewmat, a.K, a.width, a.height, a.eps2d, a.near_plane, a.far_plane);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < a.n; ++i) {
+        out.radii[i] = project_one(cam, a.means + 3 * i, a.quats + 4 * i, a.scales + 3 * i, out.means2d + 2 * i,
+                                   out.conics + 3 * i, out.depths + i);
+    }
+}
+
+template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const ProjectGrads<T>& g, int threads) {
+    const Camera<T> cam = make_camera(a.viewmat, a.K, a.width, a.height, a.eps2d, a.near_plane, a.far_plane);
+    // The camera's gradient is a sum over Gaussians: one partial sum per worker, added up at the end.
+    std::vector<T> partial(size_t(threads) * 12, T(0));
+#pragma omp parallel num_threads(threads)
+    {
+        T* vRt = partial.data() + 12 * size_t(worker_id());
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < a.n; ++i) {
+            T v_depth = g.v_depths ? g.v_depths[i] : T(0);
+            if (g.radii[i] <= 0) continue;  // culled: not drawn, no gradient (its depth is not differentiable either)
+            project_one_bwd(cam, a.means + 3 * i, a.quats + 4 * i, a.scales + 3 * i, g.v_means2d + 2 * i,
+                            g.v_conics + 3 * i, v_depth, g.v_means + 3 * i, g.v_quats + 4 * i, g.v_scales + 3 * i,
+                            vRt, vRt + 9);
+        }
+    }
+    if (g.v_viewmat) {
+        for (int w = 0; w < threads; ++w) {
+            const T* p = partial.data() + 12 * size_t(w);
+            for (int i = 0; i < 3; ++i) {
+                for (int j = 0; j < 3; ++j) g.v_viewmat[4 * i + j] += p[3 * i + j];
+                g.v_viewmat[4 * i + 3] += p[9 + i];
+            }
+        }
+    }
+}
+
+template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads) {
+    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < a.n; ++i) {
+        T n[3], b[16];
+        normalize3(a.dirs + 3 * i, n);
+        sh_bases(a.degree, n, b);
+        const T* coef = a.coeffs + size_t(i) * a.num_bases * C;
+        T* o = out + size_t(i) * C;
+        for (int c = 0; c < C; ++c) o[c] = T(0);
+        for (int k = 0; k < nb; ++k)
+            for (int c = 0; c < C; ++c) o[c] += b[k] * coef[size_t(k) * C + c];
+    }
+}
+
+template <typename T> void sh_bwd_cpu(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, int threads) {
+    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < a.n; ++i) {
+        T n[3], b[16], vb[16] = {};
+        T len = normalize3(a.dirs + 3 * i, n);
+        sh_bases(a.degree, n, b);
+        const T* vo = v_out + size_t(i) * C;
+        if (v_coeffs) {
+            T* vc = v_coeffs + size_t(i) * a.num_bases * C;
+            for (int k = 0; k < nb; ++k)
+                for (int c = 0; c < C; ++c) vc[size_t(k) * C + c] += b[k] * vo[c];
+        }
+        if (v_dirs && a.degree > 0) {
+            const T* coef = a.coeffs + size_t(i) * a.num_bases * C;
+            for (int k = 0; k < nb; ++k) {
+                T s = 0;
+                for (int c = 0; c < C; ++c) s += coef[size_t(k) * C + c] * vo[c];
+                vb[k] = s;
+            }
+            T vn[3], vd[3];
+            sh_bases_bwd(a.degree, n, vb, vn);
+            normalize3_bwd(n, len, vn, vd);
+            for (int j = 0; j < 3; ++j) v_dirs[3 * i + j] += vd[j];
+        }
+    }
+}
+
+#define FF_INSTANTIATE(T)                                                                         \
+    template void project_fwd_cpu<T>(const ProjectArgs<T>&, const ProjectOut<T>&, int);           \
+    template void project_bwd_cpu<T>(const ProjectArgs<T>&, const ProjectGrads<T>&, int);         \
+    template void sh_fwd_cpu<T>(const SHArgs<T>&, T*, int);                                       \
+    template void sh_bwd_cpu<T>(const SHArgs<T>&, const T*, T*, T*, int);
+FF_INSTANTIATE(float)
+FF_INSTANTIATE(double)
+#undef FF_INSTANTIATE
+
+}  // namespace ff

@@ -1,0 +1,135 @@
+// The C-style interface between the binding (binding.cpp, the only file that sees PyTorch) and the kernels.
+//
+// Raw pointers to contiguous arrays, sizes, and an allocator callback for outputs whose size the kernels discover.
+// Every function exists for float and double, as *_cpu (OpenMP, `threads` workers) and *_cuda (on `stream`, a
+// cudaStream_t passed as void* so this header needs no CUDA). Gradient outputs are accumulated (+=) into zeroed
+// arrays; a null gradient pointer means "not needed".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common.h"
+
+namespace ff {
+
+// Memory for outputs of data-dependent size (and CUDA scratch): the binding hands out tensors it keeps alive.
+struct Allocator {
+    void* (*fn)(void* ctx, size_t bytes);
+    void* ctx;
+    void* operator()(size_t bytes) const { return fn(ctx, bytes); }
+};
+
+// ---- projection: N Gaussians into one camera ------------------------------------------------------------------
+template <typename T> struct ProjectArgs {
+    int64_t n;
+    int width, height;
+    T eps2d, near_plane, far_plane;
+    const T* means;    // [N, 3]
+    const T* quats;    // [N, 4] wxyz, any length
+    const T* scales;   // [N, 3]
+    const T* viewmat;  // [4, 4] world-to-camera
+    const T* K;        // [3, 3]
+};
+
+template <typename T> struct ProjectOut {
+    T* means2d;       // [N, 2]
+    T* conics;        // [N, 3]
+    T* depths;        // [N]
+    int32_t* radii;   // [N], 0 = culled
+};
+
+template <typename T> struct ProjectGrads {
+    const int32_t* radii;   // from the forward
+    const T* v_means2d;     // [N, 2]
+    const T* v_conics;      // [N, 3]
+    const T* v_depths;      // [N] or null
+    T* v_means;             // [N, 3]
+    T* v_quats;             // [N, 4]
+    T* v_scales;            // [N, 3]
+    T* v_viewmat;           // [4, 4] or null
+};
+
+template <typename T> void project_fwd_cpu(const ProjectArgs<T>& a, const ProjectOut<T>& out, int threads);
+template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const ProjectGrads<T>& g, int threads);
+template <typename T> void project_fwd_cuda(const ProjectArgs<T>& a, const ProjectOut<T>& out, void* stream);
+template <typename T> void project_bwd_cuda(const ProjectArgs<T>& a, const ProjectGrads<T>& g, void* stream);
+
+// ---- spherical harmonics: any number of channels ----------------------------------------------------------------
+template <typename T> struct SHArgs {
+    int64_t n;
+    int degree;      // 0..3
+    int num_bases;   // K >= (degree + 1)^2: coefficients stored per Gaussian
+    int channels;    // C
+    const T* dirs;   // [N, 3], any length
+    const T* coeffs; // [N, K, C]
+};
+
+template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads);  // out [N, C]
+template <typename T>
+void sh_bwd_cpu(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, int threads);
+template <typename T> void sh_fwd_cuda(const SHArgs<T>& a, T* out, void* stream);
+template <typename T> void sh_bwd_cuda(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, void* stream);
+
+// ---- tile binning ---------------------------------------------------------------------------------------------
+template <typename T> struct BinArgs {
+    int64_t n;
+    int width, height, tile_size;
+    const T* means2d;       // [N, 2]
+    const int32_t* radii;   // [N]
+    const T* conics;        // [N, 3]
+    const T* opacities;     // [N]
+    const T* depths;        // [N]
+};
+
+template <typename T> struct BinOut {
+    int32_t* rects;         // [N, 4] pixel rectangle each Gaussian may touch (x0, x1, y0, y1 inclusive)
+    int32_t* tile_offsets;  // [tiles + 1] tile t's Gaussians are flat_ids[tile_offsets[t] .. tile_offsets[t+1])
+    int32_t* flat_ids;      // [M] set by the call (allocated with alloc): Gaussian ids, front to back per tile
+    int64_t num_pairs;      // M
+};
+
+// Returns false (and sets num_pairs) when M would not fit in int32.
+template <typename T> bool bin_cpu(const BinArgs<T>& a, BinOut<T>& out, Allocator alloc, int threads);
+template <typename T> bool bin_cuda(const BinArgs<T>& a, BinOut<T>& out, Allocator alloc, void* stream);
+
+// ---- rasterisation: any number of channels, one traversal per tile -------------------------------------------
+template <typename T> struct RasterArgs {
+    int64_t n;
+    int channels;            // D
+    int width, height, tile_size;
+    const T* means2d;        // [N, 2]
+    const T* conics;         // [N, 3]
+    const T* opacities;      // [N]
+    const T* colors;         // [N, D]
+    const T* background;     // [D]
+    const int32_t* rects;    // [N, 4]
+    const int32_t* tile_offsets;
+    const int32_t* flat_ids;
+};
+
+template <typename T> struct RasterOut {
+    T* image;       // [H, W, D], zeroed by the caller
+    T* alpha;       // [H, W]
+    int32_t* last;  // [H, W] how many of its tile's Gaussians the pixel went through before it stopped
+};
+
+template <typename T> struct RasterGrads {
+    const T* image;           // forward outputs
+    const T* alpha;
+    const int32_t* last;
+    const T* v_image;         // [H, W, D]
+    const T* v_alpha;         // [H, W] or null
+    int geometry_channels;    // k: only channels [0, k) (and alpha) move the geometry
+    T* v_means2d;             // [N, 2] or null (then v_conics and v_opacities are null too)
+    T* v_conics;              // [N, 3]
+    T* v_opacities;           // [N]
+    T* v_colors;              // [N, D] or null
+};
+
+template <typename T> void rasterize_fwd_cpu(const RasterArgs<T>& a, const RasterOut<T>& out, int threads);
+template <typename T> void rasterize_bwd_cpu(const RasterArgs<T>& a, const RasterGrads<T>& g, int threads);
+template <typename T> void rasterize_fwd_cuda(const RasterArgs<T>& a, const RasterOut<T>& out, void* stream);
+template <typename T> void rasterize_bwd_cuda(const RasterArgs<T>& a, const RasterGrads<T>& g, void* stream);
+
+}  // namespace ff
