@@ -199,8 +199,9 @@ std::vector<Tensor> sh_bwd(int64_t degree, const Tensor& dirs_, const Tensor& co
     Tensor coeffs = in(coeffs_, "coeffs", {N, -1, -1});
     Tensor v_out = in(v_out_, "v_colors", {N, coeffs.size(2)});
     FF_DEVICE_GUARD(in);
-    Tensor v_coeffs = need_coeffs ? at::zeros_like(coeffs) : Tensor();
+    Tensor v_coeffs = need_coeffs ? at::empty_like(coeffs) : Tensor();  // (the kernels write every entry)
     Tensor v_dirs = need_dirs ? at::zeros_like(dirs) : Tensor();
+    if (need_coeffs && (N == 0 || coeffs.size(2) == 0)) v_coeffs.zero_();
     if (N > 0 && coeffs.size(2) > 0 && (need_coeffs || need_dirs)) {
         FF_FLOATING(in, [&] {
             ff::SHArgs<scalar_t> a{N, int(degree), int(coeffs.size(1)), int(coeffs.size(2)), ptr<scalar_t>(dirs),

@@ -67,10 +67,10 @@ template <typename T> void sh_bwd_cpu(const SHArgs<T>& a, const T* v_out, T* v_c
         T len = normalize3(a.dirs + 3 * i, n);
         sh_bases(a.degree, n, b);
         const T* vo = v_out + size_t(i) * C;
-        if (v_coeffs) {
+        if (v_coeffs) {  // written whole (bases beyond the degree get 0): no zero-filled array needed
             T* vc = v_coeffs + size_t(i) * a.num_bases * C;
-            for (int k = 0; k < nb; ++k)
-                for (int c = 0; c < C; ++c) vc[size_t(k) * C + c] += b[k] * vo[c];
+            for (int k = 0; k < a.num_bases; ++k)
+                for (int c = 0; c < C; ++c) vc[size_t(k) * C + c] = k < nb ? b[k] * vo[c] : T(0);
         }
         if (v_dirs && a.degree > 0) {
             const T* coef = a.coeffs + size_t(i) * a.num_bases * C;

@@ -77,6 +77,13 @@ template <typename T> inline void prefetch_gaussian(const RasterArgs<T>& a, cons
     for (int l = 0; l < lines; ++l) prefetch_line(c + 64 * l);
 }
 
+// Tile-local rows are padded to whole SIMD registers (zeros in the padding), so the D-wide loops have no scalar
+// remainder whatever D is; only scratch memory is padded, never the inputs or outputs.
+template <typename T> inline int padded(int D) {
+    constexpr int lanes = 64 / int(sizeof(T));
+    return (D + lanes - 1) / lanes * lanes;
+}
+
 template <typename T> inline void axpy(T* __restrict y, const T* __restrict x, T w, int n) {
 #pragma omp simd
     for (int c = 0; c < n; ++c) y[c] += w * x[c];
@@ -85,18 +92,19 @@ template <typename T> inline void axpy(T* __restrict y, const T* __restrict x, T
 // ---- forward ------------------------------------------------------------------------------------------------------
 
 template <typename T> struct FwdScratch {
-    std::vector<T> trans, alpha_sum, accum, w;  // per tile pixel; accum [P, D]: tile-local colour sums
+    std::vector<T> trans, alpha_sum, accum, w;  // per tile pixel; accum [P, Dp]: tile-local colour sums
     std::vector<int32_t> last, stop;  // (stop: int32 like the floats, so a row is one vector width throughout)
     std::vector<int32_t> row_alive;   // per tile row: pixels still taking Gaussians
+    std::vector<T> col;               // [Dp] the current Gaussian's colour, zero-padded
     FwdScratch(int ts, int D)
-        : trans(ts * ts), alpha_sum(ts * ts), accum(size_t(ts) * ts * D), w(ts * ts), last(ts * ts),
-          stop(ts * ts), row_alive(ts) {}
+        : trans(ts * ts), alpha_sum(ts * ts), accum(size_t(ts) * ts * padded<T>(D)), w(ts * ts), last(ts * ts),
+          stop(ts * ts), row_alive(ts), col(padded<T>(D), T(0)) {}
 };
 
 // TS > 0: the tile size, known when compiling (rows are whole vectors); TS = 0: any tile size.
 template <typename T, int TS>
 void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& out, int64_t t, FwdScratch<T>& ws) {
-    const int ts = TS > 0 ? TS : a.tile_size, D = a.channels;
+    const int ts = TS > 0 ? TS : a.tile_size, D = a.channels, Dp = padded<T>(D);
     const TileBox b = tile_box(t, tiles_along(a.width, ts), ts, a.width, a.height);
     const int32_t begin = a.tile_offsets[t], len = a.tile_offsets[t + 1] - begin;
     T* __restrict trans = ws.trans.data();
@@ -120,7 +128,8 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
         const Span sp = clip(recs[g].rect, b);
         if (sp.xa > sp.xb || sp.ya > sp.yb) continue;
         const Splat<T> s = recs[g].s;
-        const T* col = a.colors + int64_t(g) * D;
+        T* __restrict col = ws.col.data();
+        std::copy(a.colors + int64_t(g) * D, a.colors + int64_t(g + 1) * D, col);
         // 1. weights of every pixel of the rectangle, a tile row per vector; rows are independent, so the
         //    processor overlaps them (nothing data-dependent in between)
         const int nrows = sp.yb - sp.ya + 1;
@@ -157,7 +166,7 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
             const int r0 = (sp.ya + r - b.y0) * ts;
             for (uint32_t m = nonzero_mask(w + r * ts, ts); m; m &= m - 1) {
                 const int i = __builtin_ctz(m);
-                axpy(accum + int64_t(r0 + i) * D, col, w[r * ts + i], D);
+                axpy(accum + int64_t(r0 + i) * Dp, col, w[r * ts + i], Dp);
             }
         }
         for (int q = 0; stops > 0 && q < nrows * ts; ++q) {  // (rare) pixels that stop at this Gaussian
@@ -173,7 +182,7 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
             const int p = (y - b.y0) * ts + (x - b.x0);
             const int64_t pix = int64_t(y) * a.width + x;
             T* o = out.image + pix * D;
-            const T* in = accum + int64_t(p) * D;
+            const T* in = accum + int64_t(p) * Dp;
             const T behind = T(1) - alpha_sum[p];
             for (int c = 0; c < D; ++c) o[c] = in[c] + behind * a.background[c];
             out.alpha[pix] = alpha_sum[p];
@@ -185,20 +194,21 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
 // ---- reverse ------------------------------------------------------------------------------------------------------
 
 template <typename T> struct BwdScratch {
-    std::vector<T> trans, rest, base, grad;  // per tile pixel; grad [P, D]: tile-local copy of dL/dimage
+    std::vector<T> trans, rest, base, grad;  // per tile pixel; grad [P, Dp]: tile-local copy of dL/dimage
     std::vector<T> grad_cm;  // [k, P]: the geometry channels of grad, channel-major (dot products a row at a time)
     std::vector<int32_t> last;
     std::vector<T> alpha, e, dots, geo, v_col;  // per pixel of a Gaussian's rectangle rows; geo [6, ts]; v_col [D]
     BwdScratch(int ts, int D)
-        : trans(ts * ts), rest(ts * ts), base(ts * ts), grad(size_t(ts) * ts * D), last(ts * ts), alpha(ts * ts),
-          e(ts * ts), dots(ts * ts), geo(6 * ts), v_col(D) {}
+        : trans(ts * ts), rest(ts * ts), base(ts * ts), grad(size_t(ts) * ts * padded<T>(D), T(0)), last(ts * ts),
+          alpha(ts * ts), e(ts * ts), dots(ts * ts), geo(6 * ts), v_col(padded<T>(D)) {}
     void reserve_geometry(int k, int ts) { grad_cm.resize(size_t(k) * ts * ts); }
 };
 
 template <typename T, int TS>
 void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& g, int64_t t, BwdScratch<T>& ws,
               StripedLocks* locks) {
-    const int ts = TS > 0 ? TS : a.tile_size, D = a.channels, k = std::min(g.geometry_channels, a.channels);
+    const int ts = TS > 0 ? TS : a.tile_size, D = a.channels, Dp = padded<T>(D);
+    const int k = std::min(g.geometry_channels, a.channels);
     const bool need_geo = g.v_means2d != nullptr, need_col = g.v_colors != nullptr;
     const TileBox b = tile_box(t, tiles_along(a.width, ts), ts, a.width, a.height);
     const int32_t begin = a.tile_offsets[t];
@@ -217,7 +227,7 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
     int32_t walk = 0;  // how much of the list some pixel of the tile went through
     for (int p = 0; p < ts * ts; ++p) {
         const int x = b.x0 + p % ts, y = b.y0 + p / ts;
-        T* G = grad + int64_t(p) * D;
+        T* G = grad + int64_t(p) * Dp;  // (its padding stays zero)
         if (x >= b.x1 || y >= b.y1) {  // beyond the image edge: takes nothing
             trans[p] = rest[p] = base[p] = 0;
             last[p] = 0;
@@ -241,7 +251,7 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
     }
     if (need_geo)
         for (int p = 0; p < P; ++p)
-            for (int c = 0; c < k; ++c) grad_cm[int64_t(c) * P + p] = grad[int64_t(p) * D + c];
+            for (int c = 0; c < k; ++c) grad_cm[int64_t(c) * P + p] = grad[int64_t(p) * Dp + c];
     for (int32_t j = 0; j < walk; ++j) {
         if (j + kPrefetch < walk) prefetch_gaussian(a, recs, a.flat_ids[begin + j + kPrefetch]);
         const int32_t gi = a.flat_ids[begin + j];
@@ -272,8 +282,8 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
             for (uint32_t m = nonzero_mask(al + r * ts, ts); m; m &= m - 1) {
                 const int i = __builtin_ctz(m);
                 if (need_col) {
-                    if (!touched) std::fill(v_col, v_col + D, T(0));
-                    axpy(v_col, grad + int64_t(r0 + i) * D, al[r * ts + i] * trans[r0 + i], D);
+                    if (!touched) std::fill(v_col, v_col + Dp, T(0));
+                    axpy(v_col, grad + int64_t(r0 + i) * Dp, al[r * ts + i] * trans[r0 + i], Dp);
                 }
                 touched = true;
             }

@@ -68,11 +68,14 @@ template <typename T> __global__ void sh_bwd_kernel(SHArgs<T> a, const T* v_out,
     for (int k = 0; k < nb; ++k) {
         T s = 0;
         for (int c = 0; c < C; ++c) {
-            if (v_coeffs) v_coeffs[(i * a.num_bases + k) * C + c] += b[k] * vo[c];
+            if (v_coeffs) v_coeffs[(i * a.num_bases + k) * C + c] = b[k] * vo[c];
             s += coef[k * C + c] * vo[c];
         }
         vb[k] = s;
     }
+    if (v_coeffs)  // written whole: bases beyond the degree get 0
+        for (int k = nb; k < a.num_bases; ++k)
+            for (int c = 0; c < C; ++c) v_coeffs[(i * a.num_bases + k) * C + c] = T(0);
     if (v_dirs && a.degree > 0) {
         T vn[3], vd[3];
         sh_bases_bwd(a.degree, n, vb, vn);

@@ -6,27 +6,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> Tensor:
+def _gaussian_taps(size: int, sigma: float, device, dtype) -> Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-x**2 / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g / g.sum()
 
 
 def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Mean SSIM of two images [H, W, C] in [0, 1] (Gaussian window, as in 3DGS; zero padding)."""
+    """Mean SSIM of two images [H, W, C] in [0, 1] (Gaussian window, as in 3DGS; zero padding).
+
+    The 2D Gaussian window is separable, so the five local means (x, y, x^2, y^2, xy) are blurred together as one
+    5C-channel image by a horizontal and a vertical 1D pass: 2 x 11 taps per pixel instead of 121.
+    """
     x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]
     c = x.shape[1]
-    w = _gaussian_window(window, sigma, c, x.device, x.dtype)
+    taps = _gaussian_taps(window, sigma, x.device, x.dtype)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [1, 5C, H, W]
     pad = window // 2
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, w, padding=pad, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x**2
-    syy = blur(y * y) - mu_y**2
-    sxy = blur(x * y) - mu_x * mu_y
+    blurred = F.conv2d(stack, taps.view(1, 1, 1, window).expand(5 * c, 1, 1, window), padding=(0, pad), groups=5 * c)
+    blurred = F.conv2d(blurred, taps.view(1, 1, window, 1).expand(5 * c, 1, window, 1), padding=(pad, 0),
+                       groups=5 * c)
+    mu_x, mu_y, exx, eyy, exy = blurred.split(c, dim=1)
+    sxx, syy, sxy = exx - mu_x**2, eyy - mu_y**2, exy - mu_x * mu_y
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.mean()
@@ -57,14 +58,14 @@ def linear_cosine_loss(z: Tensor, weight: Tensor, bias: Tensor | None, target: T
     dot product is (target W) . z + target . b and the squared norm z (W^T W) z + 2 z . (W^T b) + |b|^2, so the only
     D-wide work is one [n, D] x [D, F] product. Same value and gradients as decoding first (up to rounding).
     """
-    t = F.normalize(target, dim=-1, eps=1e-8)  # [n, D]
-    dot = ((t @ weight) * z).sum(-1)  # [n]
+    t_norm = target.square().sum(-1).sqrt().clamp_min(1e-8)  # [n] (the targets are normalised after the product)
+    dot = ((target @ weight) * z).sum(-1)  # [n]
     gram = weight.T @ weight  # [F, F]
     sq = ((z @ gram) * z).sum(-1)
     if bias is not None:
-        dot = dot + t @ bias
+        dot = dot + target @ bias
         sq = sq + 2 * (z @ (weight.T @ bias)) + bias @ bias
-    return (1 - dot / sq.clamp_min(1e-16).sqrt().clamp_min(1e-8)).mean()
+    return (1 - dot / (t_norm * sq.clamp_min(1e-16).sqrt().clamp_min(1e-8))).mean()
 
 
 def feature_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str) -> Tensor:

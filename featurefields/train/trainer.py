@@ -94,7 +94,10 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.density = DensityController(cfg.density, self.extent)
         if resume_state is not None:
+            fused = [g.get("fused") for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(resume_state["optimizer"])
+            for g, f in zip(self.optimizer.param_groups, fused):  # keep this run's kernel choice, not the saved one
+                g["fused"] = f
         self.history: list[dict] = resume_state.get("history", []) if resume_state else []
         self.train_seconds = resume_state.get("train_seconds", 0.0) if resume_state else 0.0
 
@@ -183,7 +186,11 @@ class Trainer:
                   for name in GaussianField.param_names]
         groups[0]["lr"] = lr.means * self.extent
         groups.append({"params": list(self.field.decoder.parameters()), "name": "decoder", "lr": lr.decoder})
-        return torch.optim.Adam([g for g in groups if g["params"]], lr=0.0, eps=1e-15)
+        groups = [g for g in groups if g["params"]]
+        try:  # one fused kernel for all parameters: ~10x faster than the per-tensor loop on a CPU
+            return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=True)
+        except (RuntimeError, TypeError):
+            return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
     def _means_lr(self, step: int) -> float:
         lr, t = self.cfg.lr, min(step / max(self.cfg.iterations, 1), 1.0)

@@ -65,7 +65,8 @@ template <typename T> struct SHArgs {
     const T* coeffs; // [N, K, C]
 };
 
-template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads);  // out [N, C]
+// out [N, C]. Reverse: v_coeffs [N, K, C] is written whole (not accumulated), v_dirs [N, 3] accumulated.
+template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads);
 template <typename T>
 void sh_bwd_cpu(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, int threads);
 template <typename T> void sh_fwd_cuda(const SHArgs<T>& a, T* out, void* stream);
