@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="QUERY",
                    help="remove (and not) another query's selection")
     p.add_argument("--selection", metavar="FILE", help="a selection.pt written by ff-query, instead of a query")
-    add_selection_options(p)
+    add_selection_options(p, 0.0, "an edit takes every Gaussian the query selects, since faint ones together still "
+                                  "draw the object")
     p.add_argument("--out", help="output folder (default: outputs/edit/<edit>_<query>)")
     return p
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for q in [args.query] * (args.query is not None) + args.also + args.exclude:
         split_positives(q)
     from ..query.edit import apply_edit, save_edited
+    from ..query.engine import DEFAULT_THRESHOLD
     from ..query.selection import Selection
     from ..train.checkpoint import load_checkpoint
 
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path("outputs") / "edit" / f"{kind}_{slug(what)}")
     info = {"edit": kind, "source": str(args.checkpoint), "query": args.query, "also": args.also,
             "exclude": args.exclude, "selection_file": args.selection, "selected_gaussians": sel.count,
-            "negatives": args.negatives, "threshold": args.threshold, "min_opacity": args.min_opacity,
+            "negatives": args.negatives, "min_opacity": args.min_opacity,
+            "threshold": args.threshold if args.threshold is not None else DEFAULT_THRESHOLD,
             "clean": args.clean, "colour": rgb}
     info = save_edited(out, load_checkpoint(args.checkpoint), edited, kept, info,
                        recoloured=sel.mask if kind == "recolour" else None)

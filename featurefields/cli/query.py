@@ -42,14 +42,18 @@ def add_field_options(p: argparse.ArgumentParser) -> None:
                                      "for text, the first non-SAM one for prompts)")
 
 
-def add_selection_options(p: argparse.ArgumentParser) -> None:
+def add_selection_options(p: argparse.ArgumentParser, min_opacity: float | None = None,
+                          why: str = "see-through Gaussians carry poorly supervised features") -> None:
+    from ..query.engine import DEFAULT_MIN_OPACITY
+
     p.add_argument("--negatives", default="auto",
                    help="auto | scene | canonical | 'phrase; phrase' (default auto: scene labels + canonical)")
     p.add_argument("--threshold", type=float, default=None,
                    help="relevancy (text, default 0.5) or cosine similarity (prompts, default 0.8) above which a "
                         "pixel or Gaussian is selected")
-    p.add_argument("--min-opacity", type=float, default=None,
-                   help="3D selections keep Gaussians at least this opaque (default 0.5)")
+    p.add_argument("--min-opacity", type=float,
+                   default=DEFAULT_MIN_OPACITY if min_opacity is None else min_opacity,
+                   help=f"3D selections keep Gaussians at least this opaque (default %(default)s: {why})")
     p.add_argument("--clean", action="store_true",
                    help="keep only the largest connected component of the 3D selection")
 
@@ -61,10 +65,10 @@ def engine_from_args(args):
 
 
 def text_selection(engine, query: str, args, relevancy=None):
-    from ..query.engine import DEFAULT_MIN_OPACITY, DEFAULT_THRESHOLD
+    from ..query.engine import DEFAULT_THRESHOLD
 
     return engine.select(query, threshold=_or(args.threshold, DEFAULT_THRESHOLD),
-                         min_opacity=_or(args.min_opacity, DEFAULT_MIN_OPACITY), clean=args.clean,
+                         min_opacity=args.min_opacity, clean=args.clean,
                          negatives=args.negatives, teacher=args.teacher, relevancy=relevancy)
 
 
@@ -179,14 +183,14 @@ def run_text(engine, args, out: Path) -> dict:
 
 
 def run_prompt(engine, args, point, box, out: Path) -> dict:
-    from ..query.engine import DEFAULT_MIN_OPACITY, DEFAULT_SIMILARITY
+    from ..query.engine import DEFAULT_SIMILARITY
     from ..query.export import heatmap_overlay, mask_image
     from ..io import write_image
 
     view = engine.views(args.view)[0]
     res = engine.prompt(view, point=point, box=box, teacher=args.teacher,
                         threshold=_or(args.threshold, DEFAULT_SIMILARITY),
-                        min_opacity=_or(args.min_opacity, DEFAULT_MIN_OPACITY), clean=args.clean)
+                        min_opacity=args.min_opacity, clean=args.clean)
     rgb = engine.render(view).rgb
     score = res.score if res.method == "similarity" else res.score.sigmoid()
     write_image(out / f"{view.stem}_heatmap.png", heatmap_overlay(rgb, score, 0.5 if res.method == "sam" else

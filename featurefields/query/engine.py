@@ -378,7 +378,7 @@ class QueryEngine:
             return PromptResult(view, mask, logits, sel, "sam", teacher)
 
         feats = F.normalize(self.decoded(out, teacher).float(), dim=-1)  # [H, W, D]
-        ref = _reference_feature(feats, point, box)  # [D]
+        ref = _reference_feature(feats, point, box, threshold)  # [D]
         sim = feats @ ref  # [H, W]
         inside = _box_mask(view, box) if box is not None else torch.ones_like(sim, dtype=torch.bool)
         mask = (sim > threshold) & inside & (out.alpha >= MIN_ALPHA)
@@ -519,22 +519,35 @@ def _box_mask(view: View, box) -> Tensor:
     return (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
 
 
-def _reference_feature(feats: Tensor, point, box) -> Tensor:
-    """The feature a prompt points at: [D] unit. A point: the mean over its 3x3 pixel neighbourhood. A box: a
-    robust mean of the pixels inside it (mean, then the mean of the half most similar to it), so the object the
-    box frames outweighs the background in its corners."""
-    h, w = feats.shape[:2]
+def _reference_feature(feats: Tensor, point, box, threshold: float = DEFAULT_SIMILARITY) -> Tensor:
+    """The feature a prompt points at: [D] unit.
+
+    A point: the mean over its 3x3 pixel neighbourhood. A box: what is inside it but not around it. Candidate
+    features (a sample of the box's pixels) are scored by the fraction of box pixels similar to them (cosine >
+    ``threshold``) minus the fraction of pixels in a ring around the box that are; the best candidate's similar box
+    pixels are averaged. A loose box around a mug on a table then picks the mug, not the table that fills more of
+    the box but also surrounds it."""
+    h, w, d = feats.shape
     if point is not None:
         x, y = int(point[0]), int(point[1])
-        patch = feats[max(0, y - 1):min(h, y + 2), max(0, x - 1):min(w, x + 2)].reshape(-1, feats.shape[-1])
+        patch = feats[max(0, y - 1):min(h, y + 2), max(0, x - 1):min(w, x + 2)].reshape(-1, d)
         return F.normalize(patch.mean(0), dim=0)
     x0, y0 = int(math.floor(box[0])), int(math.floor(box[1]))
     x1, y1 = int(math.ceil(box[2])), int(math.ceil(box[3]))
-    inside = feats[y0:y1, x0:x1].reshape(-1, feats.shape[-1])
-    m = F.normalize(inside.mean(0), dim=0)
-    sim = inside @ m
-    core = inside[sim >= sim.median()]
-    return F.normalize(core.mean(0), dim=0)
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    inside[y0:y1, x0:x1] = True
+    mx, my = max(2, (x1 - x0) // 4), max(2, (y1 - y0) // 4)
+    ring = torch.zeros(h, w, dtype=torch.bool)
+    ring[max(0, y0 - my):y1 + my, max(0, x0 - mx):x1 + mx] = True
+    ring &= ~inside
+    f_in, f_ring = feats[inside.to(feats.device)], feats[ring.to(feats.device)]
+    g = torch.Generator().manual_seed(0)
+    cand = f_in[torch.randperm(len(f_in), generator=g)[:256].to(feats.device)]  # [C, D]
+    in_frac = ((f_in @ cand.T) > threshold).float().mean(0)  # [C]
+    ring_frac = ((f_ring @ cand.T) > threshold).float().mean(0) if len(f_ring) else torch.zeros_like(in_frac)
+    best = cand[int((in_frac - ring_frac).argmax())]
+    members = f_in[(f_in @ best) > threshold]
+    return F.normalize((members if len(members) else best[None]).mean(0), dim=0)
 
 
 def project_points(points: Tensor, view: View) -> tuple[Tensor, Tensor]:

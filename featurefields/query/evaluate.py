@@ -256,3 +256,58 @@ def _grid_row(view: View, rgb: torch.Tensor, gt: torch.Tensor, preds: dict[str, 
     panels = [to_uint8(rgb), gt_img, pred_img, err]
     panels = [p.repeat(scale, 0).repeat(scale, 1) for p in panels]
     return labelled_row(panels, [f"{view.stem}: render", "ground truth", "query masks", "errors (red)"])
+
+
+def evaluate_delete(original: QueryEngine, edited: QueryEngine, label: str, *, views: str = "test",
+                    dilate_px: int = 3, negatives: str = "auto", threshold: float = DEFAULT_THRESHOLD,
+                    out_dir: str | Path | None = None) -> dict:
+    """Did deleting ``label`` remove it and leave the rest alone? Per held-out view: the label's query mask area
+    in the original and the edited field's renders, and the PSNR (against the ground-truth image) of everything
+    outside the label's ground-truth mask dilated by ``dilate_px`` pixels, for both fields."""
+    import torch.nn.functional as F
+
+    scene = original.scene
+    names = scene.label_names or []
+    if scene.semantics is None or label not in names:
+        raise DataError(f"{scene.root}: no ground-truth semantic mask for {label!r} to measure the delete against")
+    rows, panels = [], []
+    for v in [v for v in original.views(views) if v.index is not None]:
+        gt_rgb = v.image.float() / 255
+        truth = (scene.semantics[v.index] == names.index(label)).float()
+        grown = F.max_pool2d(truth[None, None], 2 * dilate_px + 1, stride=1, padding=dilate_px)[0, 0] > 0
+        outside = ~grown
+        row = {"view": v.stem, "gt_label_pixels": int(truth.sum()), "outside_pixels": int(outside.sum())}
+        renders = {}
+        for key, eng in (("original", original), ("edited", edited)):
+            out = eng.render(v)
+            renders[key] = out.rgb.cpu()
+            mask = eng.relevancy_2d(label, v, negatives=negatives, out=out).mask(threshold).cpu()
+            mse = ((out.rgb.cpu().clamp(0, 1) - gt_rgb) ** 2)[outside].mean()
+            row[f"mask_pixels_{key}"] = int(mask.sum())
+            row[f"psnr_outside_{key}"] = float(-10 * torch.log10(mse.clamp_min(1e-12)))
+        row["psnr_outside_delta"] = row["psnr_outside_edited"] - row["psnr_outside_original"]
+        rows.append(row)
+        panels.append(labelled_row([to_uint8(gt_rgb), to_uint8(renders["original"]), to_uint8(renders["edited"])],
+                                   [f"{v.stem}: ground truth", "original", f"without {label}"]))
+    if not rows:
+        raise DataError("no scene views with ground truth to measure the delete on")
+    before = sum(r["mask_pixels_original"] for r in rows)
+    after = sum(r["mask_pixels_edited"] for r in rows)
+    deltas = [r["psnr_outside_delta"] for r in rows]
+    result = {
+        "label": label, "original": original.source, "edited": edited.source,
+        "num_gaussians_original": len(original.field), "num_gaussians_edited": len(edited.field),
+        "dilate_px": dilate_px, "mask_rule": {"negatives": negatives, "threshold": threshold},
+        "mask_pixels_original": before, "mask_pixels_edited": after,
+        "mask_area_ratio": after / before if before else float("nan"),
+        "psnr_outside_original": float(np.mean([r["psnr_outside_original"] for r in rows])),
+        "psnr_outside_edited": float(np.mean([r["psnr_outside_edited"] for r in rows])),
+        "psnr_outside_delta_mean": float(np.mean(deltas)),
+        "psnr_outside_delta_max_abs": float(np.max(np.abs(deltas))),
+        "per_view": rows,
+    }
+    result["passed"] = bool(result["mask_area_ratio"] <= 0.05 and result["psnr_outside_delta_max_abs"] <= 0.5)
+    if out_dir is not None:
+        write_json(Path(out_dir) / "delete.json", result)
+        write_image(Path(out_dir) / "delete_grid.png", stack_rows(panels))
+    return result

@@ -43,7 +43,7 @@ def heatmap_overlay(rgb: Tensor, relevancy: Tensor, threshold: float = 0.5) -> n
     base = rgb.detach().float().clamp(0, 1).cpu().numpy()
     rel = relevancy.detach().float().cpu().numpy()
     heat = np.clip((rel - threshold) / max(1.0 - threshold, 1e-6), 0.0, 1.0)
-    alpha = np.where(rel > threshold, 0.45 + 0.45 * heat, 0.0)[..., None]
+    alpha = np.where(rel > threshold, 0.35 + 0.35 * heat, 0.0)[..., None]
     out = (0.75 * base) * (1 - alpha) + turbo(heat) * alpha
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
