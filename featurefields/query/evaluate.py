@@ -190,9 +190,15 @@ class GroundTruth3D:
             rc = o3d.t.geometry.RaycastingScene()
             rc.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
             dist.append(torch.from_numpy(rc.compute_distance(q).numpy()))
-            # the room is a box seen from inside: everything is 'enclosed' by it, which says nothing
-            occ.append(torch.from_numpy(rc.compute_occupancy(q, nsamples=3).numpy() > 0.5)
-                       if m["label"] != "background" else torch.zeros(len(dist[-1]), dtype=torch.bool))
+            if m["label"] == "background":  # the room is a box seen from inside: 'enclosed' by it says nothing
+                occ.append(torch.zeros(len(dist[-1]), dtype=torch.bool))
+                continue
+            # Ray parity is fooled by self-intersecting meshes (a book's pages through its covers) even far away,
+            # so enclosure only counts inside the mesh's bounding box, by a majority of 5 rays.
+            lo, hi = np.asarray(mesh.get_min_bound()), np.asarray(mesh.get_max_bound())
+            pts = points_world.numpy()
+            in_box = np.all((pts >= lo) & (pts <= hi), axis=1)
+            occ.append(torch.from_numpy(in_box & (rc.compute_occupancy(q, nsamples=5).numpy() > 0.5)))
         self.dist = torch.stack(dist, 1) if dist else torch.zeros(points_world.shape[0], 0)  # [N, M] metres
         self.occupied = torch.stack(occ, 1) if occ else torch.zeros(points_world.shape[0], 0, dtype=torch.bool)
 
