@@ -69,7 +69,7 @@ def test_edited_checkpoint_resumes_training(tmp_path):
 
     scene = write_tiny_nerfstudio(tmp_path / "tiny")
     cfg = TrainConfig(scene=str(scene), out=str(tmp_path / "run"), iterations=4, init_points=300, progress=False,
-                      save_every=0, sh_degree=0)
+                      save_every=0, sh_degree=0, teachers=["sift"])  # a cheap teacher: features get moments too
     Trainer(cfg).train()
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     field = GaussianField.from_state(state["field"])
