@@ -21,8 +21,9 @@ best. 2D: IoU against the ground-truth semantic masks, averaged over the views w
 predicted. 3D: precision and recall of the selection against the Gaussians whose centre lies inside the label's
 mesh (objects.json poses, metric world frame) or within --dilation of it and no nearer to another mesh (table,
 room, other objects); both sides only count Gaussians with opacity >= --min-opacity (0.3), and each selection is
-cleaned to its largest connected component (--no-clean to keep strays). Writes segmentation.json and segmentation_grid.png (render | ground truth | query masks
-| errors) under --out. Targets: IoU >= 0.80, precision and recall >= 0.85 per label.
+cleaned to its largest connected component (--no-clean to keep strays). Writes segmentation.json and
+segmentation_grid.png (render | ground truth | query masks | errors) under --out. Targets: IoU >= 0.80,
+precision and recall >= 0.85 per label.
 """
 
 

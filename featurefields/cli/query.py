@@ -176,7 +176,8 @@ def run_text(engine, args, out: Path) -> dict:
                          "max_relevancy": round(float(rel.combined.max()), 4)})
     sel.save(out / "selection.pt", query=args.query, checkpoint=str(args.checkpoint))
     if args.ply:
-        write_relevancy_ply(out / "relevancy.ply", engine.field, rel3.combined, world_from_scene=engine.world_from_scene)
+        write_relevancy_ply(out / "relevancy.ply", engine.field, rel3.combined,
+                            world_from_scene=engine.world_from_scene)
     return {"query": args.query, "positives": rel3.positives, "negatives": rel3.negatives,
             "teacher": engine.text_teacher(args.teacher), "threshold": threshold, "views": per_view,
             "selected_gaussians": sel.count, "num_gaussians": len(engine.field)}

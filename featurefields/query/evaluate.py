@@ -217,16 +217,6 @@ class GroundTruth3D:
         return near | self.occupied[:, cols].any(1)
 
 
-def gt_gaussians(points_world: torch.Tensor, objects: list[dict], root: str | Path, dilation: float,
-                 others: list[dict] = ()) -> torch.Tensor:
-    """[N] bool: points inside the objects' meshes or within ``dilation`` of them and no nearer to ``others``."""
-    if not objects:
-        return torch.zeros(points_world.shape[0], dtype=torch.bool)
-    label = objects[0]["label"]
-    meshes = [{**o, "label": label} for o in objects] + [{**o, "label": f"other:{i}"} for i, o in enumerate(others)]
-    return GroundTruth3D(points_world, meshes, root).inside(label, dilation)
-
-
 def _to_world(points: torch.Tensor, world_from_scene: torch.Tensor) -> torch.Tensor:
     m = world_from_scene.to(points.dtype)
     return points @ m[:3, :3].T + m[:3, 3]

@@ -40,7 +40,8 @@ def flat_frames(normals: np.ndarray) -> np.ndarray:
     return np.stack([t1, t2, n], axis=2)
 
 
-def oracle_field(seed: int = 0, per_object: int = 300, table: int = 2500, room: int = 2500) -> tuple[GaussianField, list[str]]:
+def oracle_field(seed: int = 0, per_object: int = 300, table: int = 2500,
+                 room: int = 2500) -> tuple[GaussianField, list[str]]:
     """(field, label per Gaussian): flat, opaque splats on every mesh of build_tabletop(seed), full-width 384-D
     labels features equal to the label's sentence embedding."""
     scene = build_tabletop(seed)
@@ -56,8 +57,8 @@ def oracle_field(seed: int = 0, per_object: int = 300, table: int = 2500, room: 
         if label == "table":  # the table top under an object is never seen: a trained field has nothing there
             hidden = np.zeros(len(p), bool)
             for o in scene.objects:
-                lo, hi = o.world_mesh.bounds
-                hidden |= np.all((p[:, :2] > lo[:2]) & (p[:, :2] < hi[:2]), axis=1) & (p[:, 2] > hi[2] - 1e-3 - (hi[2] - lo[2]))
+                lo, hi = o.world_mesh.bounds  # the object's footprint, on the table top
+                hidden |= np.all((p[:, :2] > lo[:2]) & (p[:, :2] < hi[:2]), axis=1) & (p[:, 2] > lo[2] - 1e-3)
             p, nn, c = p[~hidden], nn[~hidden], c[~hidden]
             n = len(p)
         pts.append(p)
