@@ -10,6 +10,7 @@ Rows (median of --repeats runs, after one warm-up):
   included, sentence model already loaded): what ``ff-query`` pays per query;
 - ``scoring_seconds``: the scoring alone (texts already embedded), the default path that folds the linear head
   into the text embeddings (exact, see ``linear_cosine_scores``);
+- ``load_average_1min``: the machine's load before and after (timings on a busy 2-core machine are slower);
 - ``decode_seconds``: the same scores by decoding every Gaussian to 384-D in chunks (``exact=True``): the path
   non-linear heads take; ``max_abs_difference`` between the two;
 - ``full_width_seconds``: a full-width layout (384 stored channels per Gaussian, chunks sliced and normalised).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -59,6 +61,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     n, rows = args.gaussians, {}
+    load_before = os.getloadavg()[0]  # other processes on these 2 cores slow everything down: recorded
 
     field = random_field(n, latent=16)
     engine = QueryEngine(field, teacher_records=[{"name": "labels"}])
@@ -85,7 +88,8 @@ def main() -> None:
         **{k: round(v, 4) if k.endswith("seconds") else v for k, v in rows.items()},
         "target_seconds": 1.0, "meets_target": rows["engine_seconds"] < 1.0,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or
-        platform.machine(), "device": "cpu",
+        platform.machine(), "cpu_count": os.cpu_count(), "device": "cpu",
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(result, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -112,19 +112,19 @@ def linear_cosine_scores(latents: Tensor, weight: Tensor, bias: Tensor | None, t
                          chunk: int = DEFAULT_CHUNK) -> Tensor:
     """Exactly :func:`cosine_scores` through a linear head ``x = W z + b`` (W [D, L]), without decoding.
 
-    q.x = (W^T q).z + q.b and |x|^2 = z^T (W^T W) z + 2 (W^T b).z + b.b, so every Gaussian is scored in its own
-    L-dim latent space: O(N L (Q + L)) instead of O(N L D). latents [N, L], texts [Q, D] -> [N, Q]."""
+    With z' = [z, 1] and W' = [W b] (QR: W' = Q R, R [L+1, L+1]): q.x = (W'^T q).z' and |x| = |R z'|, so every
+    Gaussian is scored in its own (L+1)-dim latent space by one small matrix product, O(N L (Q + L)) instead of
+    O(N L D). latents [N, L], texts [Q, D] -> [N, Q]."""
     w = weight.float()
     b = torch.zeros(w.shape[0], device=w.device) if bias is None else bias.float()
+    w_aug = torch.cat([w, b[:, None]], dim=1)  # [D, L+1]
+    r = torch.linalg.qr(w_aug, mode="r").R  # [L+1, L+1]: |W' z'| == |R z'|
     texts = texts.to(w.device, torch.float32)
-    a = texts @ w  # [Q, L]
-    c = texts @ b  # [Q]
-    gram = w.T @ w  # [L, L]
-    wb = w.T @ b  # [L]
-    bb = b @ b
+    m = torch.cat([r.T, (texts @ w_aug).T], dim=1)  # [L+1, L+1+Q]
+    n_lat, k = latents.shape[1], r.shape[0]
     out = torch.empty(latents.shape[0], texts.shape[0], device=latents.device)
     for s in range(0, latents.shape[0], chunk):
-        z = latents[s:s + chunk].float()
-        norm2 = ((z @ gram) * z).sum(-1) + 2 * (z @ wb) + bb  # [n]
-        out[s:s + chunk] = (z @ a.T + c) / norm2.clamp_min(1e-24).sqrt()[:, None]
+        y = torch.addmm(m[n_lat], latents[s:s + chunk].float(), m[:n_lat])  # [n, L+1+Q]: rows of z' @ m
+        norm = torch.linalg.vector_norm(y[:, :k], dim=-1, keepdim=True).clamp_min(1e-12)
+        out[s:s + chunk] = y[:, k:] / norm
     return out

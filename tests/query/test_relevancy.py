@@ -92,6 +92,10 @@ def test_linear_head_fold_equals_decoding():
     torch.testing.assert_close(folded, exact.detach(), atol=1e-5, rtol=1e-5)
     direct = F.normalize(head(z), dim=-1) @ texts.T
     torch.testing.assert_close(exact, direct.detach(), atol=1e-5, rtol=1e-5)
+    narrow = torch.nn.Linear(6, 4)  # a head narrower than its latent: R of the QR is [4, 7]
+    t4 = F.normalize(torch.randn(3, 4), dim=-1)
+    torch.testing.assert_close(linear_cosine_scores(z, narrow.weight.detach(), narrow.bias.detach(), t4),
+                               (F.normalize(narrow(z), dim=-1) @ t4.T).detach(), atol=1e-5, rtol=1e-5)
     no_bias = linear_cosine_scores(z, head.weight.detach(), None, texts)
     torch.testing.assert_close(no_bias, F.normalize(z @ head.weight.detach().T, dim=-1) @ texts.T, atol=1e-5,
                                rtol=1e-5)
