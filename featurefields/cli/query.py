@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_options(p)
     p.add_argument("--point", metavar="X,Y", help="click prompt, in pixels of --view")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="box prompt, in pixels of --view")
-    p.add_argument("--view", help="the view a --point/--box is given in (frame index or name)")
+    p.add_argument("--view", help="the view a --point/--box is given in: frame index or name, or a camera JSON file")
     p.add_argument("--ply", action="store_true", help="also write relevancy.ply (per-Gaussian relevancy)")
     return p
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if not prompt and args.query is None:
         raise ConfigError("nothing to ask: give a text query (e.g. \"red mug\") or --point/--box with --view")
     if prompt and args.view is None:
-        raise ConfigError("--point/--box need --view: the frame (index or name) the prompt is given in")
+        raise ConfigError("--point/--box need --view: the frame (index or name) or camera file the prompt is given in")
     from ..query.relevancy import split_positives
 
     if not prompt:
@@ -183,12 +183,21 @@ def run_text(engine, args, out: Path) -> dict:
             "selected_gaussians": sel.count, "num_gaussians": len(engine.field)}
 
 
+def prompt_view(engine, spec: str):
+    """The one view a prompt is given in: a frame (index or name), novel:N's first pose, or a camera JSON file."""
+    if spec.endswith(".json"):
+        from ..query.engine import views_from_camera_file
+
+        return views_from_camera_file(spec, _first_frame(engine))[0]
+    return engine.views(spec)[0]
+
+
 def run_prompt(engine, args, point, box, out: Path) -> dict:
     from ..query.engine import DEFAULT_SIMILARITY
     from ..query.export import heatmap_overlay, mask_image
     from ..io import write_image
 
-    view = engine.views(args.view)[0]
+    view = prompt_view(engine, args.view)
     res = engine.prompt(view, point=point, box=box, teacher=args.teacher,
                         threshold=_or(args.threshold, DEFAULT_SIMILARITY),
                         min_opacity=args.min_opacity, clean=args.clean)

@@ -68,6 +68,14 @@ def test_ff_query_point_prompt_and_ff_edit_from_its_selection(oracle, tmp_path):
     summary = json.loads((out / "query.json").read_text())
     assert summary["method"] == "similarity" and summary["views"][0]["view"] == "frame_00000"
     assert read_image(out / "frame_00000_mask.png")[ys[0], xs[0]] == 255
+    # the same click in a novel-view camera file placed exactly at frame 0 gives the same mask
+    cam = tmp_path / "cam.json"
+    cam.write_text(json.dumps({"c2w": scene.cameras.c2w[0].tolist(), "K": scene.cameras.K[0].tolist(),
+                               "width": 64, "height": 48, "name": "cam0"}))
+    assert run(ff_query, oracle.checkpoint, "--view", cam, "--point", f"{int(xs[0])},{int(ys[0])}",
+               "--out", tmp_path / "cam") == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "cam" / "cam0_mask.png"),
+                                  read_image(out / "frame_00000_mask.png"))
     sel = Selection.load(out / "selection.pt", len(oracle.labels))
     is_box = torch.tensor(np.array(oracle.labels) == "box")
     assert (sel.mask & is_box).sum() > 0.9 * sel.count and sel.count > 0.9 * is_box.sum()
@@ -160,6 +168,7 @@ def bad_inputs(ck: Path, sift: Path, tmp: Path):
         (ff_query, [ck, "--view", "0", "--box", "10,10,5,20"], "box prompt"),
         (ff_query, [ck, "--view", "0", "--point", "abc"], "--point 'abc'"),
         (ff_query, [ck, "--point", "1,1"], "--view"),
+        (ff_query, [ck, "--view", tmp / "nope.json", "--point", "1,1"], "nope.json: file not found"),
         (ff_query, [ck, "mug", "--point", "1,1", "--view", "0"], "not both"),
         (ff_query, [ck], "nothing to ask"),
         (ff_query, [tmp / "missing.pt", "mug"], "checkpoint not found"),
