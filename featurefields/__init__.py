@@ -1,12 +1,15 @@
 """featurefields: lift 2D foundation-model features into 3D Gaussian feature fields and query them.
 
-The public API, in pipeline order: load a scene, pick teachers, train a field, render it, export it.
+The public API, in pipeline order: load a scene, pick teachers, train a field, render it, query it, export it.
 """
 from .data import Cameras, SceneData, load_scene
 from .errors import ConfigError, DataError, FFError
 from .fields.gaussians import FeatureLayout, GaussianField
 from .fields.ply import field_from_ply, read_ply, write_ply
 from .fields.rendering import render_field
+from .query.engine import QueryEngine
+from .query.relevancy import QueryError, lerf_relevancy
+from .query.selection import Selection
 from .teachers import available_teachers, make_teacher
 from .train.checkpoint import load_checkpoint
 from .train.config import TrainConfig
@@ -15,7 +18,7 @@ from .train.trainer import Trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cameras", "ConfigError", "DataError", "FFError", "FeatureLayout", "GaussianField", "SceneData", "TrainConfig",
-    "Trainer", "available_teachers", "field_from_ply", "load_checkpoint", "load_scene", "make_teacher", "read_ply",
-    "render_field", "write_ply",
+    "Cameras", "ConfigError", "DataError", "FFError", "FeatureLayout", "GaussianField", "QueryEngine", "QueryError",
+    "SceneData", "Selection", "TrainConfig", "Trainer", "available_teachers", "field_from_ply", "lerf_relevancy",
+    "load_checkpoint", "load_scene", "make_teacher", "read_ply", "render_field", "write_ply",
 ]

@@ -1,0 +1,123 @@
+"""LERF relevancy against the formula written out by hand, the linear-head fold, and phrase parsing."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from featurefields.errors import ConfigError
+from featurefields.query.relevancy import (
+    CANONICAL_NEGATIVES,
+    MAX_QUERY_CHARS,
+    QueryError,
+    cosine_scores,
+    lerf_relevancy,
+    linear_cosine_scores,
+    relevancy_from_scores,
+    scene_negatives,
+    split_positives,
+)
+
+
+def unit(*v):
+    return F.normalize(torch.tensor(v, dtype=torch.float32), dim=-1)
+
+
+def by_hand(f, q, negs, T=0.1):
+    """min_i softmax([q.f, n_i.f] / T)[0], literally."""
+    vals = []
+    for n in negs:
+        a, b = float(q @ f) / T, float(n @ f) / T
+        vals.append(math.exp(a) / (math.exp(a) + math.exp(b)))
+    return min(vals)
+
+
+def test_matches_the_formula_on_hand_made_vectors():
+    q = unit(1.0, 0.0, 0.0)
+    negs = torch.stack([unit(0.0, 1.0, 0.0), unit(0.6, 0.8, 0.0), unit(0.0, 0.0, 1.0)])
+    feats = torch.stack([unit(1.0, 0.0, 0.0), unit(0.7, 0.7, 0.0), unit(0.0, 1.0, 0.2), unit(0.5, 0.1, 0.9)])
+    rel = lerf_relevancy(feats, q[None], negs)  # [4, 1]
+    assert rel.shape == (4, 1)
+    for i, f in enumerate(feats):
+        assert rel[i, 0].item() == pytest.approx(by_hand(f, q, negs), abs=1e-6)
+    # the feature equal to the query: the hardest negative is n_1 (0.6 similar), not the orthogonal ones
+    expected = 1 / (1 + math.exp(-(1.0 - 0.6) / 0.1))
+    assert rel[0, 0].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_minimum_is_over_negatives_not_the_mean_or_first():
+    f = unit(1.0, 0.2, 0.0)
+    q = unit(1.0, 0.0, 0.0)
+    easy, hard = unit(0.0, 0.0, 1.0), unit(0.9, 0.3, 0.0)
+    r_easy = lerf_relevancy(f[None], q[None], easy[None])[0, 0]
+    r_both = lerf_relevancy(f[None], q[None], torch.stack([easy, hard]))[0, 0]
+    r_hard = lerf_relevancy(f[None], q[None], hard[None])[0, 0]
+    assert r_both == pytest.approx(r_hard.item(), abs=1e-7) and r_both < r_easy
+    # order of negatives does not matter
+    assert lerf_relevancy(f[None], q[None], torch.stack([hard, easy]))[0, 0] == pytest.approx(r_both.item())
+
+
+def test_unnormalised_features_several_positives_and_temperature():
+    torch.manual_seed(0)
+    feats = torch.randn(50, 8) * 3
+    pos = F.normalize(torch.randn(3, 8), dim=-1)
+    neg = F.normalize(torch.randn(4, 8), dim=-1)
+    rel = lerf_relevancy(feats, pos, neg, temperature=0.05)
+    assert rel.shape == (50, 3) and bool(((rel > 0) & (rel < 1)).all())
+    for i in (0, 17, 49):
+        for p in range(3):
+            assert rel[i, p].item() == pytest.approx(by_hand(F.normalize(feats[i], dim=0), pos[p], neg, 0.05),
+                                                     rel=1e-5)
+    # > 0.5 exactly when the positive beats every negative
+    s_pos, s_neg = F.normalize(feats, dim=-1) @ pos.T, F.normalize(feats, dim=-1) @ neg.T
+    assert torch.equal(rel > 0.5, s_pos > s_neg.max(-1, keepdim=True).values)
+
+
+def test_needs_a_negative_and_a_positive_temperature():
+    with pytest.raises(ConfigError, match="negative"):
+        relevancy_from_scores(torch.zeros(3, 1), torch.zeros(3, 0))
+    with pytest.raises(ConfigError, match="temperature"):
+        relevancy_from_scores(torch.zeros(3, 1), torch.zeros(3, 2), temperature=0)
+
+
+def test_linear_head_fold_equals_decoding():
+    torch.manual_seed(1)
+    head = torch.nn.Linear(6, 40)
+    z = torch.randn(1000, 6)
+    texts = F.normalize(torch.randn(5, 40), dim=-1)
+    exact = cosine_scores(z, texts, decode=head, chunk=128)
+    folded = linear_cosine_scores(z, head.weight.detach(), head.bias.detach(), texts, chunk=333)
+    torch.testing.assert_close(folded, exact.detach(), atol=1e-5, rtol=1e-5)
+    direct = F.normalize(head(z), dim=-1) @ texts.T
+    torch.testing.assert_close(exact, direct.detach(), atol=1e-5, rtol=1e-5)
+    narrow = torch.nn.Linear(6, 4)  # a head narrower than its latent: R of the QR is [4, 7]
+    t4 = F.normalize(torch.randn(3, 4), dim=-1)
+    torch.testing.assert_close(linear_cosine_scores(z, narrow.weight.detach(), narrow.bias.detach(), t4),
+                               (F.normalize(narrow(z), dim=-1) @ t4.T).detach(), atol=1e-5, rtol=1e-5)
+    no_bias = linear_cosine_scores(z, head.weight.detach(), None, texts)
+    torch.testing.assert_close(no_bias, F.normalize(z @ head.weight.detach().T, dim=-1) @ texts.T, atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_split_positives():
+    assert split_positives("red mug") == ["red mug"]
+    assert split_positives(" red   mug ; bowl;;bowl ") == ["red mug", "bowl"]
+    for bad in ("", "  ", ";;", " ; "):
+        with pytest.raises(QueryError, match="empty"):
+            split_positives(bad)
+    with pytest.raises(QueryError, match="characters long"):
+        split_positives("mug " * (MAX_QUERY_CHARS // 4 + 1))
+    with pytest.raises(QueryError, match="per phrase"):
+        split_positives("x" * 150)
+    with pytest.raises(QueryError, match="phrases"):
+        split_positives(";".join(f"p{i}" for i in range(20)))
+
+
+def test_scene_negatives_drop_labels_the_query_names():
+    labels = ["background", "table", "mug", "coffee_table", "bowl"]
+    assert scene_negatives(labels, ["red mug"]) == ["background", "table", "coffee table", "bowl"]
+    assert scene_negatives(labels, ["coffee table"]) == ["background", "mug", "bowl"]
+    assert scene_negatives(labels, ["smug"]) == ["background", "table", "mug", "coffee table", "bowl"]
+    assert set(CANONICAL_NEGATIVES) == {"object", "things", "stuff", "texture"}
