@@ -6,8 +6,9 @@
 Grid: every available backend (native, torch, and gsplat on a GPU) x D in {3, 32, 128, 512} x N in {10k, 100k, 1M}
 x 256x256 / 512x512, on the CPU and, when there is one, the GPU. Each row is measured in a fresh process: one warm-up,
 then the median of --repeats runs; ``peak_mem_mb`` is what the render itself added on top of the scene (CPU: the
-worker's peak RSS minus its RSS before rendering; GPU: torch.cuda.max_memory_allocated minus the scene's
-allocation). Rows: backend, device, D, N, width, height, fwd_ms, fwd_bwd_ms, peak_mem_mb, threads, and the scene's
+worker's peak RSS minus its RSS before rendering, measured in a process of its own that runs one forward + backward
+and nothing else, so allocator caches warmed by the timing runs do not count; GPU: torch.cuda.max_memory_allocated
+minus the scene's allocation). Rows: backend, device, D, N, width, height, fwd_ms, fwd_bwd_ms, peak_mem_mb, threads, and the scene's
 mean alpha (how much of the image the Gaussians cover).
 
 The scene is synthetic and stands in for a trained one: N Gaussians spread through the view frustum at depths 2-6,
@@ -57,6 +58,7 @@ def _rss_bytes() -> int:
 
 
 def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int) -> dict:
+    """repeats = 0: memory only (one forward + backward, no warm-up); else timings (warm-up, then medians)."""
     import torch
 
     sys.path.insert(0, str(ROOT))
@@ -86,25 +88,27 @@ def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int) -
         sync()
         return time.perf_counter() - t0, float(out.alpha.mean())
 
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_bytes()
+    if repeats == 0:
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = _rss_bytes()
+        once(True)
+        if dev.type == "cuda":
+            peak = torch.cuda.max_memory_allocated() - base
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        return {"peak_mem_mb": round(peak / 2**20, 1)}
     once(True)  # warm-up (and allocator pools)
     fwd = [once(False)[0] for _ in range(repeats)]
     fb, alpha = [], 0.0
     for _ in range(repeats):
         t, alpha = once(True)
         fb.append(t)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     return {"backend": backend, "device": _device_name(dev), "D": D, "N": N, "width": size, "height": size,
             "fwd_ms": round(1e3 * statistics.median(fwd), 2), "fwd_bwd_ms": round(1e3 * statistics.median(fb), 2),
-            "peak_mem_mb": round(peak / 2**20, 1), "threads": torch.get_num_threads(), "repeats": repeats,
-            "mean_alpha": round(alpha, 4)}
+            "threads": torch.get_num_threads(), "repeats": repeats, "mean_alpha": round(alpha, 4)}
 
 
 def _device_name(dev) -> str:
@@ -116,22 +120,26 @@ def _device_name(dev) -> str:
 
 
 def run_one(backend, device, D, N, size, repeats, timeout) -> dict | None:
-    cmd = [sys.executable, __file__, "--worker", backend, device, str(D), str(N), str(size), str(repeats)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(f"  {backend}/{device} D={D} N={N} {size}px: over {timeout} s, skipped")
-        return {"backend": backend, "device": device, "D": D, "N": N, "width": size, "height": size,
-                "skipped": f"over {timeout} s"}
-    if proc.returncode != 0:
-        print(f"  {backend}/{device} D={D} N={N} {size}px failed: {proc.stderr.strip().splitlines()[-1:]}")
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Timings in one fresh process, peak memory in another."""
+    out = {}
+    for rep in (repeats, 0):
+        cmd = [sys.executable, __file__, "--worker", backend, device, str(D), str(N), str(size), str(rep)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {backend}/{device} D={D} N={N} {size}px: over {timeout} s, skipped")
+            return {"backend": backend, "device": device, "D": D, "N": N, "width": size, "height": size,
+                    "skipped": f"over {timeout} s"}
+        if proc.returncode != 0:
+            print(f"  {backend}/{device} D={D} N={N} {size}px failed: {proc.stderr.strip().splitlines()[-1:]}")
+            return None
+        out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="JSON file to write (a list of rows)")
+    ap.add_argument("--out", help="JSON file to write (a list of rows)")
     ap.add_argument("--quick", action="store_true", help="only D=32, N=100k, 256x256, every available backend")
     ap.add_argument("--backend", action="append", help="only these backends (repeatable)")
     ap.add_argument("--device", action="append", help="only these devices: cpu, cuda (repeatable)")
@@ -143,6 +151,8 @@ def main(argv=None) -> int:
         b, dev, D, N, size, rep = args.worker
         print(json.dumps(worker(b, dev, int(D), int(N), int(size), int(rep))))
         return 0
+    if not args.out:
+        ap.error("--out is required")
 
     import torch
 

@@ -1,6 +1,6 @@
 """Wall time and held-out quality of ff-train on the bundled demo and on the NeRF-synthetic chair (100x100).
 
-    python benchmarks/train.py --out benchmarks/results/train_cpu.json [--only demo|chair] [--quick]
+    python benchmarks/train.py --out benchmarks/results/train_cpu.json [--only demo|chair] [--backend B ...] [--quick]
 
 Each run calls the same code path as the CLI and records the settings, the wall time (teacher extraction included)
 and the metrics that ff-train wrote. Results are a JSON list of rows, one per run.
@@ -30,8 +30,8 @@ RUNS = {
 }
 
 
-def run(name: str, scene: Path, extra: list[str], quick: bool, workdir: Path) -> dict:
-    args = [str(scene), "--out", str(workdir / name), "--no-progress", *extra]
+def run(name: str, scene: Path, extra: list[str], quick: bool, workdir: Path, backend: str) -> dict:
+    args = [str(scene), "--out", str(workdir / f"{name}-{backend}"), "--no-progress", "--backend", backend, *extra]
     if quick:
         args += ["--iterations", "200"]
     cfg = config_from_args(build_parser().parse_args(args))
@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--only", choices=sorted(RUNS), action="append", help="run only these (repeatable)")
     p.add_argument("--quick", action="store_true", help="200 iterations each: a smoke run, not a result")
+    p.add_argument("--backend", action="append", help="render backends to compare (default: auto)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,9 +62,10 @@ def main() -> None:
             if not scene.exists():
                 print(f"skip {name}: {scene} not found")
                 continue
-            print(f"== {name}")
-            rows.append(run(name, scene, extra, args.quick, Path(tmp)))
-            print(json.dumps(rows[-1], indent=1))
+            for backend in args.backend or ["auto"]:
+                print(f"== {name} ({backend})")
+                rows.append(run(name, scene, extra, args.quick, Path(tmp), backend))
+                print(json.dumps(rows[-1], indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1) + "\n")

@@ -171,19 +171,35 @@ std::vector<Tensor> project_bwd(const Tensor& means_, const Tensor& quats_, cons
 }
 
 // ---- spherical harmonics ------------------------------------------------------------------------------------------
-Tensor sh_fwd(int64_t degree, const Tensor& dirs_, const Tensor& coeffs_) {
+// coeffs [N, Kd, C] and optionally rest [N, Kr, C] (3DGS keeps the DC term apart): basis k reads coeffs for k < Kd.
+struct SHInputs {
     Inputs in;
-    Tensor dirs = in(dirs_, "dirs", {-1, 3});
-    const int64_t N = dirs.size(0);
-    Tensor coeffs = in(coeffs_, "coeffs", {N, -1, -1});
-    check(degree >= 0 && degree <= 3, "SH degree must be 0..3");
-    check(coeffs.size(1) >= (degree + 1) * (degree + 1), "coeffs has too few SH bases for the degree");
+    Tensor dirs, dc, rest;
+    int64_t N = 0, C = 0;
+    SHInputs(int64_t degree, const Tensor& dirs_, const Tensor& coeffs_, const c10::optional<Tensor>& rest_) {
+        dirs = in(dirs_, "dirs", {-1, 3});
+        N = dirs.size(0);
+        dc = in(coeffs_, "coeffs", {N, -1, -1});
+        C = dc.size(2);
+        if (rest_.has_value() && rest_->defined()) rest = in(*rest_, "coeffs_rest", {N, -1, C});
+        check(degree >= 0 && degree <= 3, "SH degree must be 0..3");
+        check(dc.size(1) + kr() >= (degree + 1) * (degree + 1), "too few SH coefficients for the degree");
+    }
+    int64_t kr() const { return rest.defined() ? rest.size(1) : 0; }
+    template <typename T> ff::SHArgs<T> args(int64_t degree) const {
+        return ff::SHArgs<T>{N, int(degree), int(C), ptr<T>(dirs), ptr<T>(dc), int(dc.size(1)),
+                             rest.defined() ? ptr<T>(rest) : nullptr, int(kr())};
+    }
+};
+
+Tensor sh_fwd(int64_t degree, const Tensor& dirs, const Tensor& coeffs, const c10::optional<Tensor>& rest) {
+    SHInputs s(degree, dirs, coeffs, rest);
+    Inputs& in = s.in;
     FF_DEVICE_GUARD(in);
-    Tensor out = at::empty({N, coeffs.size(2)}, in.opts());
-    if (N > 0 && coeffs.size(2) > 0) {
+    Tensor out = at::empty({s.N, s.C}, in.opts());
+    if (s.N > 0 && s.C > 0) {
         FF_FLOATING(in, [&] {
-            ff::SHArgs<scalar_t> a{N, int(degree), int(coeffs.size(1)), int(coeffs.size(2)), ptr<scalar_t>(dirs),
-                                   ptr<scalar_t>(coeffs)};
+            auto a = s.args<scalar_t>(degree);
             FF_DISPATCH(in, ff::sh_fwd_cpu(a, mptr<scalar_t>(out), threads()),
                         ff::sh_fwd_cuda(a, mptr<scalar_t>(out), stream_of(in)));
         });
@@ -191,29 +207,29 @@ Tensor sh_fwd(int64_t degree, const Tensor& dirs_, const Tensor& coeffs_) {
     return out;
 }
 
-std::vector<Tensor> sh_bwd(int64_t degree, const Tensor& dirs_, const Tensor& coeffs_, const Tensor& v_out_,
-                           bool need_coeffs, bool need_dirs) {
-    Inputs in;
-    Tensor dirs = in(dirs_, "dirs", {-1, 3});
-    const int64_t N = dirs.size(0);
-    Tensor coeffs = in(coeffs_, "coeffs", {N, -1, -1});
-    Tensor v_out = in(v_out_, "v_colors", {N, coeffs.size(2)});
+std::vector<Tensor> sh_bwd(int64_t degree, const Tensor& dirs, const Tensor& coeffs,
+                           const c10::optional<Tensor>& rest, const Tensor& v_out_, bool need_coeffs,
+                           bool need_dirs) {
+    SHInputs s(degree, dirs, coeffs, rest);
+    Inputs& in = s.in;
+    Tensor v_out = in(v_out_, "v_colors", {s.N, s.C});
     FF_DEVICE_GUARD(in);
-    Tensor v_coeffs = need_coeffs ? at::empty_like(coeffs) : Tensor();  // (the kernels write every entry)
-    Tensor v_dirs = need_dirs ? at::zeros_like(dirs) : Tensor();
-    if (need_coeffs && (N == 0 || coeffs.size(2) == 0)) v_coeffs.zero_();
-    if (N > 0 && coeffs.size(2) > 0 && (need_coeffs || need_dirs)) {
+    // (the kernels write every coefficient gradient: no zero-filled arrays)
+    Tensor v_dc = need_coeffs ? at::empty_like(s.dc) : Tensor();
+    Tensor v_rest = need_coeffs && s.rest.defined() ? at::empty_like(s.rest) : Tensor();
+    Tensor v_dirs = need_dirs ? at::zeros_like(s.dirs) : Tensor();
+    if (s.N > 0 && s.C > 0 && (need_coeffs || need_dirs)) {
         FF_FLOATING(in, [&] {
-            ff::SHArgs<scalar_t> a{N, int(degree), int(coeffs.size(1)), int(coeffs.size(2)), ptr<scalar_t>(dirs),
-                                   ptr<scalar_t>(coeffs)};
-            FF_DISPATCH(in,
-                        ff::sh_bwd_cpu(a, ptr<scalar_t>(v_out), mptr<scalar_t>(v_coeffs), mptr<scalar_t>(v_dirs),
-                                       threads()),
-                        ff::sh_bwd_cuda(a, ptr<scalar_t>(v_out), mptr<scalar_t>(v_coeffs), mptr<scalar_t>(v_dirs),
-                                        stream_of(in)));
+            auto a = s.args<scalar_t>(degree);
+            ff::SHGrads<scalar_t> g{ptr<scalar_t>(v_out), mptr<scalar_t>(v_dc), mptr<scalar_t>(v_rest),
+                                    mptr<scalar_t>(v_dirs)};
+            FF_DISPATCH(in, ff::sh_bwd_cpu(a, g, threads()), ff::sh_bwd_cuda(a, g, stream_of(in)));
         });
+    } else if (need_coeffs) {
+        v_dc.zero_();
+        if (v_rest.defined()) v_rest.zero_();
     }
-    return {v_coeffs, v_dirs};
+    return {v_dc, v_rest, v_dirs};
 }
 
 // ---- tile binning -------------------------------------------------------------------------------------------------

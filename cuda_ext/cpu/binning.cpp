@@ -79,20 +79,18 @@ template <typename T> bool bin_cpu(const BinArgs<T>& a, BinOut<T>& out, Allocato
     //    own, so the result does not depend on how many workers OpenMP actually gives us.
     const int chunks = std::max(1, threads);
     std::vector<int64_t> counts(size_t(chunks) * n_tiles + 1, 0);
-    auto tile_range = [&](int32_t g, int& x0, int& x1, int& y0, int& y1) {
-        const int32_t* r = out.rects + 4 * int64_t(g);
-        x0 = r[0] / ts; x1 = r[1] / ts; y0 = r[2] / ts; y1 = r[3] / ts;
-    };
+    // Calls visit(run w, position k in order, tile) for every (Gaussian, tile) pair of run w, in order.
+    auto for_each_pair = [&](auto&& visit) {
 #pragma omp parallel for schedule(static, 1) num_threads(threads)
-    for (int w = 0; w < chunks; ++w) {
-        int64_t* c = counts.data() + size_t(w) * n_tiles;
-        for (int64_t k = V * w / chunks, hi = V * (w + 1) / chunks; k < hi; ++k) {
-            int x0, x1, y0, y1;
-            tile_range(order[k], x0, x1, y0, y1);
-            for (int y = y0; y <= y1; ++y)
-                for (int x = x0; x <= x1; ++x) ++c[int64_t(y) * tx + x];
+        for (int w = 0; w < chunks; ++w) {
+            for (int64_t k = V * w / chunks, hi = V * (w + 1) / chunks; k < hi; ++k) {
+                const int32_t* r = out.rects + 4 * int64_t(order[k]);
+                for (int y = r[2] / ts; y <= r[3] / ts; ++y)
+                    for (int x = r[0] / ts; x <= r[1] / ts; ++x) visit(w, k, int64_t(y) * tx + x);
+            }
         }
-    }
+    };
+    for_each_pair([&](int w, int64_t, int64_t tile) { ++counts[size_t(w) * n_tiles + tile]; });
     // Offsets: tile-major, run-minor, so that run w's entries for a tile follow those of runs < w.
     int64_t total = 0;
     for (int64_t t = 0; t < n_tiles; ++t) {
@@ -108,16 +106,9 @@ template <typename T> bool bin_cpu(const BinArgs<T>& a, BinOut<T>& out, Allocato
     if (total > std::numeric_limits<int32_t>::max()) return false;
     out.tile_offsets[n_tiles] = int32_t(total);
     out.flat_ids = static_cast<int32_t*>(alloc(sizeof(int32_t) * size_t(std::max<int64_t>(total, 1))));
-#pragma omp parallel for schedule(static, 1) num_threads(threads)
-    for (int w = 0; w < chunks; ++w) {
-        int64_t* c = counts.data() + size_t(w) * n_tiles;
-        for (int64_t k = V * w / chunks, hi = V * (w + 1) / chunks; k < hi; ++k) {
-            int x0, x1, y0, y1;
-            tile_range(order[k], x0, x1, y0, y1);
-            for (int y = y0; y <= y1; ++y)
-                for (int x = x0; x <= x1; ++x) out.flat_ids[c[int64_t(y) * tx + x]++] = order[k];
-        }
-    }
+    for_each_pair([&](int w, int64_t k, int64_t tile) {
+        out.flat_ids[counts[size_t(w) * n_tiles + tile]++] = order[k];
+    });
     return true;
 }
 

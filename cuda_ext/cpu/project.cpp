@@ -45,53 +45,21 @@ template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const Projec
 }
 
 template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads) {
-    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < a.n; ++i) {
-        T n[3], b[16];
-        normalize3(a.dirs + 3 * i, n);
-        sh_bases(a.degree, n, b);
-        const T* coef = a.coeffs + size_t(i) * a.num_bases * C;
-        T* o = out + size_t(i) * C;
-        for (int c = 0; c < C; ++c) o[c] = T(0);
-        for (int k = 0; k < nb; ++k)
-            for (int c = 0; c < C; ++c) o[c] += b[k] * coef[size_t(k) * C + c];
-    }
+    for (int64_t i = 0; i < a.n; ++i) sh_eval_one(a, i, out + i * a.channels);
 }
 
-template <typename T> void sh_bwd_cpu(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, int threads) {
-    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+template <typename T> void sh_bwd_cpu(const SHArgs<T>& a, const SHGrads<T>& g, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < a.n; ++i) {
-        T n[3], b[16], vb[16] = {};
-        T len = normalize3(a.dirs + 3 * i, n);
-        sh_bases(a.degree, n, b);
-        const T* vo = v_out + size_t(i) * C;
-        if (v_coeffs) {  // written whole (bases beyond the degree get 0): no zero-filled array needed
-            T* vc = v_coeffs + size_t(i) * a.num_bases * C;
-            for (int k = 0; k < a.num_bases; ++k)
-                for (int c = 0; c < C; ++c) vc[size_t(k) * C + c] = k < nb ? b[k] * vo[c] : T(0);
-        }
-        if (v_dirs && a.degree > 0) {
-            const T* coef = a.coeffs + size_t(i) * a.num_bases * C;
-            for (int k = 0; k < nb; ++k) {
-                T s = 0;
-                for (int c = 0; c < C; ++c) s += coef[size_t(k) * C + c] * vo[c];
-                vb[k] = s;
-            }
-            T vn[3], vd[3];
-            sh_bases_bwd(a.degree, n, vb, vn);
-            normalize3_bwd(n, len, vn, vd);
-            for (int j = 0; j < 3; ++j) v_dirs[3 * i + j] += vd[j];
-        }
-    }
+    for (int64_t i = 0; i < a.n; ++i)
+        sh_eval_one_bwd(a, i, g.v_out + i * a.channels, g.v_dc, g.v_rest, g.v_dirs ? g.v_dirs + 3 * i : nullptr);
 }
 
 #define FF_INSTANTIATE(T)                                                                         \
     template void project_fwd_cpu<T>(const ProjectArgs<T>&, const ProjectOut<T>&, int);           \
     template void project_bwd_cpu<T>(const ProjectArgs<T>&, const ProjectGrads<T>&, int);         \
     template void sh_fwd_cpu<T>(const SHArgs<T>&, T*, int);                                       \
-    template void sh_bwd_cpu<T>(const SHArgs<T>&, const T*, T*, T*, int);
+    template void sh_bwd_cpu<T>(const SHArgs<T>&, const SHGrads<T>&, int);
 FF_INSTANTIATE(float)
 FF_INSTANTIATE(double)
 #undef FF_INSTANTIATE

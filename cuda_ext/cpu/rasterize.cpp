@@ -77,10 +77,10 @@ template <typename T> inline void prefetch_gaussian(const RasterArgs<T>& a, cons
     for (int l = 0; l < lines; ++l) prefetch_line(c + 64 * l);
 }
 
-// Tile-local rows are padded to whole SIMD registers (zeros in the padding), so the D-wide loops have no scalar
+// Tile-local rows are padded to whole 256-bit registers (zeros in the padding), so the D-wide loops have no scalar
 // remainder whatever D is; only scratch memory is padded, never the inputs or outputs.
 template <typename T> inline int padded(int D) {
-    constexpr int lanes = 64 / int(sizeof(T));
+    constexpr int lanes = 32 / int(sizeof(T));
     return (D + lanes - 1) / lanes * lanes;
 }
 

@@ -43,45 +43,13 @@ template <typename T> __global__ void project_bwd_kernel(ProjectArgs<T> a, Proje
 
 template <typename T> __global__ void sh_fwd_kernel(SHArgs<T> a, T* out) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= a.n) return;
-    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
-    T n[3], b[16];
-    normalize3(a.dirs + 3 * i, n);
-    sh_bases(a.degree, n, b);
-    const T* coef = a.coeffs + i * a.num_bases * C;
-    for (int c = 0; c < C; ++c) {
-        T s = 0;
-        for (int k = 0; k < nb; ++k) s += b[k] * coef[k * C + c];
-        out[i * C + c] = s;
-    }
+    if (i < a.n) sh_eval_one(a, i, out + i * a.channels);
 }
 
-template <typename T> __global__ void sh_bwd_kernel(SHArgs<T> a, const T* v_out, T* v_coeffs, T* v_dirs) {
+template <typename T> __global__ void sh_bwd_kernel(SHArgs<T> a, SHGrads<T> g) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= a.n) return;
-    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
-    T n[3], b[16], vb[16] = {};
-    T len = normalize3(a.dirs + 3 * i, n);
-    sh_bases(a.degree, n, b);
-    const T* vo = v_out + i * C;
-    const T* coef = a.coeffs + i * a.num_bases * C;
-    for (int k = 0; k < nb; ++k) {
-        T s = 0;
-        for (int c = 0; c < C; ++c) {
-            if (v_coeffs) v_coeffs[(i * a.num_bases + k) * C + c] = b[k] * vo[c];
-            s += coef[k * C + c] * vo[c];
-        }
-        vb[k] = s;
-    }
-    if (v_coeffs)  // written whole: bases beyond the degree get 0
-        for (int k = nb; k < a.num_bases; ++k)
-            for (int c = 0; c < C; ++c) v_coeffs[(i * a.num_bases + k) * C + c] = T(0);
-    if (v_dirs && a.degree > 0) {
-        T vn[3], vd[3];
-        sh_bases_bwd(a.degree, n, vb, vn);
-        normalize3_bwd(n, len, vn, vd);
-        for (int j = 0; j < 3; ++j) v_dirs[3 * i + j] += vd[j];
-    }
+    if (i < a.n)
+        sh_eval_one_bwd(a, i, g.v_out + i * a.channels, g.v_dc, g.v_rest, g.v_dirs ? g.v_dirs + 3 * i : nullptr);
 }
 
 }  // namespace
@@ -105,9 +73,9 @@ template <typename T> void sh_fwd_cuda(const SHArgs<T>& a, T* out, void* stream)
     FF_LAUNCH_CHECK("sh_fwd_kernel");
 }
 
-template <typename T> void sh_bwd_cuda(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, void* stream) {
+template <typename T> void sh_bwd_cuda(const SHArgs<T>& a, const SHGrads<T>& g, void* stream) {
     if (a.n == 0) return;
-    sh_bwd_kernel<T><<<blocks_for(a.n, kThreads), kThreads, 0, as_stream(stream)>>>(a, v_out, v_coeffs, v_dirs);
+    sh_bwd_kernel<T><<<blocks_for(a.n, kThreads), kThreads, 0, as_stream(stream)>>>(a, g);
     FF_LAUNCH_CHECK("sh_bwd_kernel");
 }
 
@@ -115,7 +83,7 @@ template <typename T> void sh_bwd_cuda(const SHArgs<T>& a, const T* v_out, T* v_
     template void project_fwd_cuda<T>(const ProjectArgs<T>&, const ProjectOut<T>&, void*);       \
     template void project_bwd_cuda<T>(const ProjectArgs<T>&, const ProjectGrads<T>&, void*);      \
     template void sh_fwd_cuda<T>(const SHArgs<T>&, T*, void*);                                   \
-    template void sh_bwd_cuda<T>(const SHArgs<T>&, const T*, T*, T*, void*);
+    template void sh_bwd_cuda<T>(const SHArgs<T>&, const SHGrads<T>&, void*);
 FF_INSTANTIATE(float)
 FF_INSTANTIATE(double)
 #undef FF_INSTANTIATE

@@ -52,11 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of a teacher's feature loss (default 1)")
     p.add_argument("--teacher-checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="local weights for a teacher (e.g. clip=~/models/ViT-B-16.pt); nothing is downloaded")
+    p.add_argument("--teacher-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="a teacher setting, e.g. sift.size=4 or clip.mode=multiscale (numbers and true/false are "
+                        "converted); see each teacher's docstring")
     p.add_argument("--teacher-device", help="device the teachers run on (default: cpu)")
     p.add_argument("--latent-dim", type=int, default=None,
                    help="per-Gaussian feature width, decoded per pixel to each teacher's width; 0 = full width "
                         "(default: 16 when a teacher is wider than 64, else full width)")
+    p.add_argument("--decoder-hidden", type=int, default=d.decoder_hidden,
+                   help="hidden units of each teacher's decoder head; 0 = linear (default %(default)s)")
     p.add_argument("--feature-loss", choices=["cosine", "l1"], default=d.feature_loss)
+    p.add_argument("--feature-samples", type=int, default=d.feature_samples,
+                   help="teacher pixels per step in the feature loss; 0 = all (default %(default)s)")
+    p.add_argument("--depth-weight", type=float, default=d.depth_weight,
+                   help="weight of a relative L1 loss to the scene's metric depth maps, when it has them "
+                        "(default %(default)s)")
     p.add_argument("--feature-moves-geometry", action="store_true",
                    help="let feature gradients move the Gaussians (default: only colour shapes geometry)")
     p.add_argument("--downscale", type=float, default=d.downscale, help="divide image resolution by this factor")
@@ -109,9 +119,28 @@ def _pairs(items: list[str], flag: str, form: str, convert) -> list[tuple[str, o
     return out
 
 
+def _option_value(text: str):
+    """'4' -> 4, '0.5' -> 0.5, 'true'/'false' -> bool, anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     weights = {name: float(w) for name, w in _pairs(args.teacher_weight, "--teacher-weight", "NAME=NUMBER", float)}
     checkpoints = dict(_pairs(args.teacher_checkpoint, "--teacher-checkpoint", "NAME=PATH", str))
+    options: dict[str, dict] = {}
+    for key, value in _pairs(args.teacher_option, "--teacher-option", "NAME.KEY=VALUE", _option_value):
+        name, dot, opt = key.partition(".")
+        if not (dot and name and opt):
+            raise ConfigError(f"--teacher-option {key}=...: expected NAME.KEY=VALUE, e.g. sift.size=4")
+        options.setdefault(name, {})[opt] = value
     for name, value in (("--iterations", args.iterations), ("--init-points", args.init_points),
                         ("--eval-every", args.eval_every)):
         if value < 1:
@@ -120,9 +149,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"--downscale must be >= 1, not {args.downscale}")
     out = args.out or str(Path("outputs") / (Path(args.scene).resolve().name or "scene"))
     cfg = TrainConfig(scene=args.scene, out=out, iterations=args.iterations, teachers=args.teachers,
-                      teacher_weights=weights, teacher_checkpoints=checkpoints,
-                      teacher_device=args.teacher_device, latent_dim=args.latent_dim, feature_loss=args.feature_loss,
-                      feature_moves_geometry=args.feature_moves_geometry, downscale=args.downscale,
+                      teacher_weights=weights, teacher_checkpoints=checkpoints, teacher_options=options,
+                      teacher_device=args.teacher_device, latent_dim=args.latent_dim,
+                      decoder_hidden=args.decoder_hidden, feature_loss=args.feature_loss,
+                      feature_samples=args.feature_samples,
+                      feature_moves_geometry=args.feature_moves_geometry, depth_weight=args.depth_weight,
+                      downscale=args.downscale,
                       max_size=args.max_size, eval_every=args.eval_every, stride=args.stride,
                       depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),

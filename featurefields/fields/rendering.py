@@ -34,7 +34,7 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
     viewmat = torch.linalg.inv(c2w)
     degree = field.sh_degree if sh_degree is None else min(sh_degree, field.sh_degree)
     dirs = field.means - c2w[:3, 3]
-    rgb = (eval_sh_backend(degree, dirs, field.sh_coeffs, backend) + 0.5).clamp_min(0)  # [N, 3]
+    rgb = (eval_sh_backend(degree, dirs, field.sh0, field.shN, backend) + 0.5).clamp_min(0)  # [N, 3]
     depth_z = (field.means @ viewmat[:3, :3].T + viewmat[:3, 3])[:, 2:3]  # [N, 1]
     bg = background if background is not None else torch.zeros(3, device=rgb.device)
     use_features = with_features and field.features.shape[1] > 0

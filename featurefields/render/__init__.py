@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from . import native
@@ -62,11 +63,13 @@ def render(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colo
     return RenderResult(image=image, alpha=alpha, means2d=proj.means2d, radii=proj.radii, depths=proj.depths)
 
 
-def eval_sh_backend(degree: int, dirs: Tensor, coeffs: Tensor, backend: str = "auto") -> Tensor:
-    """:func:`eval_sh` (dirs [N, 3], coeffs [N, K, C] -> [N, C]) on the chosen backend (gsplat: the reference)."""
+def eval_sh_backend(degree: int, dirs: Tensor, coeffs: Tensor, rest: Tensor | None = None,
+                    backend: str = "auto") -> Tensor:
+    """:func:`eval_sh` (dirs [N, 3], coeffs [N, K, C] -> [N, C]) on the chosen backend (gsplat: the reference);
+    ``rest`` [N, K', C] continues ``coeffs`` along dim 1 (the DC term kept apart, as 3DGS does)."""
     if resolve_backend(backend, coeffs.device) == "native":
-        return native.eval_sh(degree, dirs, coeffs)
-    return eval_sh(degree, dirs, coeffs)
+        return native.eval_sh(degree, dirs, coeffs, rest)
+    return eval_sh(degree, dirs, coeffs if rest is None else torch.cat([coeffs, rest], dim=1))
 
 
 __all__ = ["BACKENDS", "Projection", "RenderResult", "available_backends", "eval_sh", "eval_sh_backend", "native",

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .projection import Projection
+from .projection import Projection, check_project_inputs
 from .rasterize import check_inputs
 
 _module = None
@@ -83,12 +83,7 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Te
             near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> Projection:
     """Native :func:`featurefields.render.projection.project`; differentiable w.r.t. means, quats, scales and the
     view matrix (camera pose), not K."""
-    N = means.shape[0]
-    if means.shape != (N, 3) or quats.shape != (N, 4) or scales.shape != (N, 3):
-        raise ValueError(f"project: means [N,3], quats [N,4], scales [N,3] expected, got "
-                         f"{tuple(means.shape)}, {tuple(quats.shape)}, {tuple(scales.shape)}")
-    if viewmat.shape != (4, 4) or K.shape != (3, 3):
-        raise ValueError(f"project: viewmat [4,4] and K [3,3] expected, got {tuple(viewmat.shape)}, {tuple(K.shape)}")
+    check_project_inputs(means, quats, scales, viewmat, K)
     viewmat, K = viewmat.to(means), K.detach().to(means)
     means2d, conics, depths, radii = _Project.apply(means, quats.to(means), scales.to(means), viewmat, K, int(width),
                                                     int(height), float(eps2d), float(near), float(far))
@@ -99,31 +94,38 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Te
 
 class _SH(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, degree, dirs, coeffs):
+    def forward(ctx, degree, dirs, coeffs, rest):
         ctx.degree = degree
-        ctx.save_for_backward(dirs, coeffs)
-        return _lib().sh_fwd(degree, dirs, coeffs)
+        ctx.save_for_backward(dirs, coeffs, rest)
+        return _lib().sh_fwd(degree, dirs, coeffs, rest)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, v_out):
-        dirs, coeffs = ctx.saved_tensors
-        v_coeffs, v_dirs = _lib().sh_bwd(ctx.degree, dirs, coeffs, v_out, ctx.needs_input_grad[2],
-                                         ctx.needs_input_grad[1])
-        return None, v_dirs, v_coeffs
+        dirs, coeffs, rest = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        v_coeffs, v_rest, v_dirs = _lib().sh_bwd(ctx.degree, dirs, coeffs, rest, v_out, need[2] or need[3], need[1])
+        return None, v_dirs, v_coeffs if need[2] else None, v_rest if need[3] else None
 
 
-def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
-    """Native :func:`featurefields.render.sh.eval_sh` for dirs [N, 3] and coeffs [N, K, C] -> [N, C]."""
+def eval_sh(degree: int, dirs: Tensor, coeffs: Tensor, rest: Tensor | None = None) -> Tensor:
+    """Native :func:`featurefields.render.sh.eval_sh` for dirs [N, 3] and coeffs [N, K, C] -> [N, C].
+
+    ``rest`` [N, K', C]: the coefficients may come in two blocks (3DGS keeps the DC term apart from the others), as if
+    concatenated along dim 1, which saves the copy.
+    """
     from .sh import num_sh_bases
 
     n = num_sh_bases(degree)
+    K = coeffs.shape[1] + (rest.shape[1] if rest is not None else 0) if coeffs.ndim == 3 else 0
     if dirs.ndim != 2 or dirs.shape[-1] != 3:
         raise ValueError(f"dirs must be [N, 3], got {tuple(dirs.shape)}")
-    if coeffs.ndim != 3 or coeffs.shape[0] != dirs.shape[0] or coeffs.shape[1] < n:
+    if coeffs.ndim != 3 or coeffs.shape[0] != dirs.shape[0] or K < n:
         raise ValueError(f"coeffs must be [N={dirs.shape[0]}, K>={n}, C] for degree {degree}, "
                          f"got {tuple(coeffs.shape)}")
-    return _SH.apply(int(degree), dirs.to(coeffs), coeffs)
+    if rest is not None and (rest.ndim != 3 or rest.shape[0] != coeffs.shape[0] or rest.shape[2] != coeffs.shape[2]):
+        raise ValueError(f"rest must be [N, K', C={coeffs.shape[2]}], got {tuple(rest.shape)}")
+    return _SH.apply(int(degree), dirs.to(coeffs), coeffs, rest.to(coeffs) if rest is not None else None)
 
 
 # ---- rasterisation ------------------------------------------------------------------------------------------------

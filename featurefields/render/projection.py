@@ -47,6 +47,17 @@ def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     return M @ M.transpose(-1, -2)
 
 
+def check_project_inputs(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor) -> int:
+    """Shapes every projection (reference or native) expects; returns N."""
+    N = means.shape[0]
+    if means.shape != (N, 3) or quats.shape != (N, 4) or scales.shape != (N, 3):
+        raise ValueError(f"project: means [N,3], quats [N,4], scales [N,3] expected, got "
+                         f"{tuple(means.shape)}, {tuple(quats.shape)}, {tuple(scales.shape)}")
+    if viewmat.shape != (4, 4) or K.shape != (3, 3):
+        raise ValueError(f"project: viewmat [4,4] and K [3,3] expected, got {tuple(viewmat.shape)}, {tuple(K.shape)}")
+    return N
+
+
 def project(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
             near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> Projection:
     """Project N world-space Gaussians into one camera.
@@ -55,12 +66,7 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Te
     Culled Gaussians (depth outside (near, far), singular 2D covariance, footprint entirely off-screen, non-finite)
     get radius 0; their other outputs are finite but meaningless, so gradients through them stay finite (zero).
     """
-    N = means.shape[0]
-    if means.shape != (N, 3) or quats.shape != (N, 4) or scales.shape != (N, 3):
-        raise ValueError(f"project: means [N,3], quats [N,4], scales [N,3] expected, got "
-                         f"{tuple(means.shape)}, {tuple(quats.shape)}, {tuple(scales.shape)}")
-    if viewmat.shape != (4, 4) or K.shape != (3, 3):
-        raise ValueError(f"project: viewmat [4,4] and K [3,3] expected, got {tuple(viewmat.shape)}, {tuple(K.shape)}")
+    N = check_project_inputs(means, quats, scales, viewmat, K)
     viewmat = viewmat.to(means)
     K = K.to(means)
 

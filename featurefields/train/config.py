@@ -34,6 +34,7 @@ class TrainConfig:
     teachers: list[str] | None = None  # None: 'labels' when the scene has semantic masks, else colour only
     teacher_weights: dict[str, float] = field(default_factory=dict)
     teacher_checkpoints: dict[str, str] = field(default_factory=dict)  # name -> local weights file
+    teacher_options: dict[str, dict] = field(default_factory=dict)  # name -> {option: value} for make_teacher
     teacher_device: str | None = None  # where teachers run (default: their own default, the CPU)
     cache_dir: str | None = None  # None: OUT/cache; point several runs at one folder to share it
     # field
@@ -47,8 +48,9 @@ class TrainConfig:
     # optimisation
     iterations: int = 2000
     lambda_dssim: float = 0.2
+    depth_weight: float = 0.0  # relative L1 to the scene's metric depth maps, where it has them (0: off)
     feature_loss: str = "cosine"  # cosine | l1
-    feature_samples: int = 8192  # random teacher pixels per step for the feature loss (0: all)
+    feature_samples: int = 4096  # random teacher pixels per step for the feature loss (0: all)
     feature_moves_geometry: bool = False
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)

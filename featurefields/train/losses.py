@@ -45,6 +45,21 @@ def rgb_loss(pred: Tensor, gt: Tensor, lambda_dssim: float) -> Tensor:
     return (1 - lambda_dssim) * l1 + lambda_dssim * (1 - ssim(pred, gt))
 
 
+def depth_loss(depth: Tensor, alpha: Tensor, gt: Tensor) -> Tensor:
+    """Relative L1 between the rendered surface depth and a metric depth map, where both exist.
+
+    depth: [H, W] alpha-weighted z (the rasteriser's depth channel), alpha: [H, W], gt: [H, W] metres, 0 = unknown.
+    The rendered depth is normalised by alpha (the depth of what was hit) on pixels the field covers (alpha > 0.5);
+    dividing the error by the true depth weighs near and far surfaces alike. Floaters in front of a surface, which
+    colour alone cannot see from few views, pay for their distance.
+    """
+    valid = (gt > 0) & (alpha.detach() > 0.5)
+    if not bool(valid.any()):
+        return depth.sum() * 0
+    z = depth[valid] / alpha[valid]
+    return ((z - gt[valid]).abs() / gt[valid]).mean()
+
+
 def cosine_map(pred: Tensor, target: Tensor) -> Tensor:
     """Per-pixel cosine similarity of two feature maps [..., D] -> [...]."""
     return F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
@@ -58,7 +73,7 @@ def linear_cosine_loss(z: Tensor, weight: Tensor, bias: Tensor | None, target: T
     dot product is (target W) . z + target . b and the squared norm z (W^T W) z + 2 z . (W^T b) + |b|^2, so the only
     D-wide work is one [n, D] x [D, F] product. Same value and gradients as decoding first (up to rounding).
     """
-    t_norm = target.square().sum(-1).sqrt().clamp_min(1e-8)  # [n] (the targets are normalised after the product)
+    t_norm = torch.linalg.vector_norm(target, dim=-1).clamp_min(1e-8)  # [n] (targets normalised after the product)
     dot = ((target @ weight) * z).sum(-1)  # [n]
     gram = weight.T @ weight  # [F, F]
     sq = ((z @ gram) * z).sum(-1)

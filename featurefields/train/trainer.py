@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .grouping import grouping_gap, grouping_loss, sample_pixels
-from .losses import cosine_map, feature_loss, linear_cosine_loss, psnr, rgb_loss, ssim
+from .losses import cosine_map, depth_loss, feature_loss, linear_cosine_loss, psnr, rgb_loss, ssim
 
 CHECKPOINT = "checkpoint.pt"
 GROUPING_DIM = 16  # width of the affinity features a mask teacher's head produces
@@ -44,6 +44,12 @@ PREVIEW_MIN_HEIGHT = 200  # pixels per preview panel, at least
 class TeacherTargets:
     teacher: Teacher
     outputs: list[TeacherOutput]  # one per frame of the scene (float16, memory-mapped from the cache)
+    _valid: dict = field(default_factory=dict)  # frame -> flat indices of its valid pixels [V] (computed once)
+
+    def valid_pixels(self, i: int) -> Tensor:
+        if i not in self._valid:
+            self._valid[i] = torch.as_tensor(self.outputs[i].valid).reshape(-1).nonzero()[:, 0]
+        return self._valid[i]
 
     @property
     def is_mask(self) -> bool:
@@ -83,6 +89,7 @@ class Trainer:
         if resume_state is not None:
             self._check_teachers_match(resume_state)
         self.extent = scene_extent(self.scene.cameras[self.scene.train_idx])
+        self.depth_weight = 0.0 if self.scene.depths is None else cfg.depth_weight
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.step = 0
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
@@ -139,6 +146,7 @@ class Trainer:
                 takes is None or "device" in takes) else {}
             if name in self.cfg.teacher_checkpoints:
                 options["checkpoint"] = self.cfg.teacher_checkpoints[name]
+            options.update(self.cfg.teacher_options.get(name, {}))
             teacher = make_teacher(name, **options)
             outputs = extract_features(teacher, views, cache, progress=self.cfg.progress)
             targets.append(TeacherTargets(teacher, outputs))
@@ -229,14 +237,17 @@ class Trainer:
             latent = self.latent_at_teacher_res(out, (h, w), mode="nearest").reshape(h * w, -1)
             pred = self.field.decoder(latent[idx.to(self.device)], t.teacher.name)
             return grouping_loss(pred, ids[idx].to(self.device))
-        valid = torch.as_tensor(target.valid).reshape(-1).nonzero()[:, 0]
+        valid = t.valid_pixels(i)
         if len(valid) == 0:
             return out.rgb.sum() * 0
         n = self.cfg.feature_samples
         if 0 < n < len(valid):
             valid = valid[torch.randint(len(valid), (n,), generator=gen)]
-        feats = torch.as_tensor(target.features).reshape(h * w, -1)[valid].to(self.device).float()
-        latent = self.latent_at_teacher_res(out, (h, w)).reshape(h * w, -1)[valid.to(self.device)]
+        # (index_select: several times faster than advanced indexing for gathering rows)
+        feats = torch.index_select(torch.as_tensor(target.features).reshape(h * w, -1), 0, valid)
+        feats = feats.to(self.device).float()
+        latent = torch.index_select(self.latent_at_teacher_res(out, (h, w)).reshape(h * w, -1), 0,
+                                    valid.to(self.device))
         head = self.field.decoder.linear_head(t.teacher.name)
         if self.cfg.feature_loss == "cosine" and head is not None:  # no [n, D] decoded block
             return linear_cosine_loss(latent, head.weight, head.bias, feats)
@@ -253,6 +264,10 @@ class Trainer:
             pred = torch.where(s.masks[i].to(self.device)[..., None], pred, gt)
         loss = rgb_loss(pred, gt, cfg.lambda_dssim)
         stats = {"psnr": float(psnr(pred.detach(), gt))}
+        if self.depth_weight > 0:
+            d_loss = depth_loss(out.depth, out.alpha, s.depths[i].to(self.device))
+            loss = loss + self.depth_weight * d_loss
+            stats["depth"] = float(d_loss.detach())
         for t in self.targets:
             f_loss = self.feature_term(out, t, i, self.sample_gen)
             loss = loss + cfg.teacher_weights.get(t.teacher.name, 1.0) * f_loss
@@ -308,7 +323,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "teachers": [{"name": t.teacher.name, "dim": t.teacher.dim, "config": t.teacher.config()}
                          for t in self.targets],
-            "scene": {"name": self.scene.name, "root": str(self.scene.root),
+            "scene": {"name": self.scene.name, "root": str(Path(self.scene.root).resolve()),
                       "world_from_scene": self.scene.world_from_scene.tolist()},
             "history": self.history,
             "train_seconds": self.train_seconds,

@@ -56,21 +56,34 @@ template <typename T> void project_fwd_cuda(const ProjectArgs<T>& a, const Proje
 template <typename T> void project_bwd_cuda(const ProjectArgs<T>& a, const ProjectGrads<T>& g, void* stream);
 
 // ---- spherical harmonics: any number of channels ----------------------------------------------------------------
+// Coefficients may come in two blocks, as 3DGS stores them (DC apart from the rest, with their own learning rates):
+// basis k of Gaussian i is dc[i, k] for k < Kd, else rest[i, k - Kd]; a single [N, K, C] block is dc alone (Kr = 0).
 template <typename T> struct SHArgs {
     int64_t n;
-    int degree;      // 0..3
-    int num_bases;   // K >= (degree + 1)^2: coefficients stored per Gaussian
+    int degree;      // 0..3; Kd + Kr >= (degree + 1)^2
     int channels;    // C
     const T* dirs;   // [N, 3], any length
-    const T* coeffs; // [N, K, C]
+    const T* dc;     // [N, Kd, C]
+    int kd;
+    const T* rest;   // [N, Kr, C] or null
+    int kr;
+    FF_HD const T* row(int64_t i, int k) const {
+        return k < kd ? dc + (i * kd + k) * channels : rest + (i * kr + (k - kd)) * channels;
+    }
 };
 
-// out [N, C]. Reverse: v_coeffs [N, K, C] is written whole (not accumulated), v_dirs [N, 3] accumulated.
+// out [N, C]. Reverse: v_dc / v_rest (null: not needed) are written whole (not accumulated), v_dirs [N, 3] added to.
+template <typename T> struct SHGrads {
+    const T* v_out;  // [N, C]
+    T* v_dc;
+    T* v_rest;
+    T* v_dirs;
+};
+
 template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads);
-template <typename T>
-void sh_bwd_cpu(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, int threads);
+template <typename T> void sh_bwd_cpu(const SHArgs<T>& a, const SHGrads<T>& g, int threads);
 template <typename T> void sh_fwd_cuda(const SHArgs<T>& a, T* out, void* stream);
-template <typename T> void sh_bwd_cuda(const SHArgs<T>& a, const T* v_out, T* v_coeffs, T* v_dirs, void* stream);
+template <typename T> void sh_bwd_cuda(const SHArgs<T>& a, const SHGrads<T>& g, void* stream);
 
 // ---- tile binning ---------------------------------------------------------------------------------------------
 template <typename T> struct BinArgs {

@@ -83,4 +83,49 @@ template <typename T> FF_HD void normalize3_bwd(const T* n, T len, const T* vn, 
     }
 }
 
+// SH value of Gaussian i for C channels: out[c] = sum_k basis_k(dir_i) coeff_k[c]. A is the api.h SHArgs.
+template <typename A, typename T> FF_HD void sh_eval_one(const A& a, int64_t i, T* out) {
+    T n[3], b[16];
+    normalize3(a.dirs + 3 * i, n);
+    sh_bases(a.degree, n, b);
+    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+    for (int c = 0; c < C; ++c) out[c] = T(0);
+    for (int k = 0; k < nb; ++k) {
+        const T* row = a.row(i, k);
+        for (int c = 0; c < C; ++c) out[c] += b[k] * row[c];
+    }
+}
+
+// Reverse of sh_eval_one given v_out [C]: coefficient gradients written whole (bases beyond the degree get 0),
+// direction gradient added to v_dir [3] (through the normalisation).
+template <typename A, typename T>
+FF_HD void sh_eval_one_bwd(const A& a, int64_t i, const T* v_out, T* v_dc, T* v_rest, T* v_dir) {
+    T n[3], b[16], vb[16];
+    const T len = normalize3(a.dirs + 3 * i, n);
+    sh_bases(a.degree, n, b);
+    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+    for (int k = 0; k < nb; ++k) {
+        const T* row = a.row(i, k);
+        T s = 0;
+        for (int c = 0; c < C; ++c) s += row[c] * v_out[c];
+        vb[k] = s;
+    }
+    if (v_dc) {
+        T* v = v_dc + i * a.kd * C;
+        for (int k = 0; k < a.kd; ++k)
+            for (int c = 0; c < C; ++c) v[k * C + c] = k < nb ? b[k] * v_out[c] : T(0);
+    }
+    if (v_rest) {
+        T* v = v_rest + i * a.kr * C;
+        for (int k = 0; k < a.kr; ++k)
+            for (int c = 0; c < C; ++c) v[k * C + c] = a.kd + k < nb ? b[a.kd + k] * v_out[c] : T(0);
+    }
+    if (v_dir && a.degree > 0) {
+        T vn[3], vd[3];
+        sh_bases_bwd(a.degree, n, vb, vn);
+        normalize3_bwd(n, len, vn, vd);
+        for (int j = 0; j < 3; ++j) v_dir[j] += vd[j];
+    }
+}
+
 }  // namespace ff
