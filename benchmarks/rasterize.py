@@ -2,6 +2,7 @@
 
     python benchmarks/rasterize.py --out benchmarks/results/rasterize_cpu.json            # the full grid
     python benchmarks/rasterize.py --out /tmp/quick.json --quick                          # D=32, N=100k, 256 px
+    python benchmarks/rasterize.py --out F.json --append --backend torch --counts 10000   # a slice of the grid
 
 Grid: every available backend (native, torch, and gsplat on a GPU) x D in {3, 32, 128, 512} x N in {10k, 100k, 1M}
 x 256x256 / 512x512, on the CPU and, when there is one, the GPU. Each row is measured in a fresh process: one warm-up,
@@ -143,6 +144,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="only D=32, N=100k, 256x256, every available backend")
     ap.add_argument("--backend", action="append", help="only these backends (repeatable)")
     ap.add_argument("--device", action="append", help="only these devices: cpu, cuda (repeatable)")
+    ap.add_argument("--dims", type=int, nargs="+", default=DIMS, help="feature widths D of the grid")
+    ap.add_argument("--counts", type=int, nargs="+", default=COUNTS, help="Gaussian counts N of the grid")
+    ap.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="square image sizes of the grid")
+    ap.add_argument("--append", action="store_true", help="add to the rows already in --out instead of replacing")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (the median is kept)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per row before it is skipped")
     ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
@@ -161,8 +166,9 @@ def main(argv=None) -> int:
     from featurefields.render import available_backends
 
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    grid = [(32, 100_000, 256)] if args.quick else [(D, N, s) for s in SIZES for N in COUNTS for D in DIMS]
-    rows = []
+    grid = [(32, 100_000, 256)] if args.quick else [(D, N, s) for s in args.sizes for N in args.counts
+                                                     for D in args.dims]
+    rows = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else []
     for device in devices:
         backends = [b for b in available_backends(device) if not args.backend or b in args.backend]
         for D, N, size in grid:

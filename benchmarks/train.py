@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from featurefields.cli.train import build_parser, config_from_args  # noqa: E402
+from featurefields.io import write_json  # noqa: E402
 from featurefields.train.trainer import train  # noqa: E402
 
 RUNS = {
@@ -39,7 +40,7 @@ def run(name: str, scene: Path, extra: list[str], quick: bool, workdir: Path, ba
     metrics = train(cfg)
     wall = time.perf_counter() - t0
     return {
-        "run": name, "scene": str(scene.relative_to(ROOT.parent)) if scene.is_relative_to(ROOT.parent) else str(scene),
+        "run": name, "scene": _short(scene), "backend": metrics["backend"],
         "args": extra + (["--iterations", "200"] if quick else []), "iterations": cfg.iterations,
         "wall_seconds": round(wall, 1), "train_seconds": metrics["train_seconds"],
         "device": metrics["device"], "torch_threads": torch.get_num_threads(),
@@ -48,15 +49,25 @@ def run(name: str, scene: Path, extra: list[str], quick: bool, workdir: Path, ba
     }
 
 
+def _short(path: Path) -> str:
+    for base in (ROOT, ROOT.parent):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--only", choices=sorted(RUNS), action="append", help="run only these (repeatable)")
     p.add_argument("--quick", action="store_true", help="200 iterations each: a smoke run, not a result")
     p.add_argument("--backend", action="append", help="render backends to compare (default: auto)")
+    p.add_argument("--keep", metavar="DIR", help="keep the runs' outputs under DIR (default: a temporary folder)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            tmp = args.keep
         for name in args.only or sorted(RUNS):
             scene, extra = RUNS[name]
             if not scene.exists():
@@ -66,10 +77,8 @@ def main() -> None:
                 print(f"== {name} ({backend})")
                 rows.append(run(name, scene, extra, args.quick, Path(tmp), backend))
                 print(json.dumps(rows[-1], indent=1))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, rows)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
