@@ -429,6 +429,14 @@ class QueryEngine:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
+# How a foundation-model teacher's recorded config maps back onto make_teacher options:
+# name -> (option naming the model, option naming pretrained weights, options for random-init weights, kept keys)
+_REBUILD = {
+    "clip": ("model", "pretrained", {"pretrained": None}, ("mode", "resolution")),
+    "sam": ("model_type", None, {"random_init": True}, ("normalize",)),
+}
+
+
 def build_teacher(record: dict, train_config: dict | None = None) -> Teacher:
     """Rebuild a teacher from a checkpoint's record ({name, dim, config}) and the run's --teacher-checkpoint map,
     so queries use the same text tower / SAM decoder the field was trained against."""
@@ -441,31 +449,19 @@ def build_teacher(record: dict, train_config: dict | None = None) -> Teacher:
     if name == "labels":
         if cfg.get("model_path"):
             opts["model_path"] = cfg["model_path"]
-    elif name == "clip":
+    elif name in _REBUILD:
+        model_key, pretrained_key, random_init, kept = _REBUILD[name]
         if isinstance(model, dict):
             opts["arch"] = model.get("arch")
         elif model:
-            opts["model"] = model
+            opts[model_key] = model
         if name in ckpts:
             opts["checkpoint"] = ckpts[name]
         elif weights == "random-init":
-            opts["pretrained"] = None
-        elif weights:
-            opts["pretrained"] = weights
-        for k in ("mode", "resolution"):
-            if k in cfg:
-                opts[k] = cfg[k]
-    elif name == "sam":
-        if isinstance(model, dict):
-            opts["arch"] = model.get("arch")
-        elif model:
-            opts["model_type"] = model
-        if name in ckpts:
-            opts["checkpoint"] = ckpts[name]
-        elif weights == "random-init":
-            opts["random_init"] = True
-        if "normalize" in cfg:
-            opts["normalize"] = cfg["normalize"]
+            opts.update(random_init)
+        elif weights and pretrained_key:
+            opts[pretrained_key] = weights
+        opts.update({k: cfg[k] for k in kept if k in cfg})
     elif name in ckpts:
         opts["checkpoint"] = ckpts[name]
     return make_teacher(name, **opts)
