@@ -1,6 +1,6 @@
 """Wall time and held-out quality of ff-train on the bundled demo and on the NeRF-synthetic chair (100x100).
 
-    python benchmarks/train.py --out benchmarks/results/train_cpu.json [--only demo|chair] [--backend B ...] [--quick]
+    python benchmarks/train.py --out benchmarks/results/train_cpu.json [--only demo|chair|...] [--backend B ...]
 
 Each run calls the same code path as the CLI and records the settings, the wall time (teacher extraction included)
 and the metrics that ff-train wrote. Results are a JSON list of rows, one per run.
@@ -28,6 +28,10 @@ RUNS = {
     # name: (scene, extra CLI arguments) -- 'demo' is exactly the README's demo command
     "demo": (ROOT / "scenes" / "tabletop", []),
     "chair": (ROOT.parent / "shared" / "data" / "nerf_synthetic_chair", ["--max-size", "100"]),
+    # two teachers in one field; sift's view-dependent features (SH degree 2, the default) against none
+    "demo-labels-sift": (ROOT / "scenes" / "tabletop", ["--teacher", "labels", "--teacher", "sift"]),
+    "demo-labels-sift-flat": (ROOT / "scenes" / "tabletop", ["--teacher", "labels", "--teacher", "sift",
+                                                             "--feature-view-degree", "0"]),
 }
 
 

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metres around a mesh that still count as the object (default %(default)s)")
     s.add_argument("--no-clean", dest="clean", action="store_false",
                    help="keep every selected Gaussian (default: the largest connected component of each selection)")
+    s.add_argument("--lift", choices=["views", "features"], default=d.lift,
+                   help="3D selection: Gaussians that render mostly inside the label's masks over the training views "
+                        "(views, default) or whose own feature scores the label (features: no rendering, faster)")
     s.add_argument("--teacher", help="text-aligned teacher to query (default: the first)")
     return p
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     cfg = SegmentationConfig(labels=labels, views=args.views, negatives=args.negatives, threshold=args.threshold,
                              min_opacity=args.min_opacity, dilation=args.dilation, clean=args.clean,
-                             teacher=args.teacher)
+                             lift=args.lift, teacher=args.teacher)
     engine = QueryEngine.from_checkpoint(args.checkpoint, scene_root=args.scene)
     engine.text_teacher(args.teacher)  # a field that cannot answer text fails before any rendering
     r = evaluate_segmentation(engine, cfg, args.out)

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 16 when a teacher is wider than 64, else full width)")
     p.add_argument("--decoder-hidden", type=int, default=d.decoder_hidden,
                    help="hidden units of each teacher's decoder head; 0 = linear (default %(default)s)")
+    p.add_argument("--feature-view-degree", type=int, choices=[0, 1, 2, 3], default=None,
+                   help="SH degree of view-dependent features, for teachers whose descriptors change with the "
+                        "viewpoint (default: 2 when a teacher says so, e.g. sift; else 0)")
     p.add_argument("--feature-loss", choices=["cosine", "l1"], default=d.feature_loss)
     p.add_argument("--feature-samples", type=int, default=d.feature_samples,
                    help="teacher pixels per step in the feature loss; 0 = all (default %(default)s)")
@@ -151,7 +154,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(scene=args.scene, out=out, iterations=args.iterations, teachers=args.teachers,
                       teacher_weights=weights, teacher_checkpoints=checkpoints, teacher_options=options,
                       teacher_device=args.teacher_device, latent_dim=args.latent_dim,
-                      decoder_hidden=args.decoder_hidden, feature_loss=args.feature_loss,
+                      decoder_hidden=args.decoder_hidden, feature_view_degree=args.feature_view_degree,
+                      feature_loss=args.feature_loss,
                       feature_samples=args.feature_samples,
                       feature_moves_geometry=args.feature_moves_geometry, depth_weight=args.depth_weight,
                       downscale=args.downscale,

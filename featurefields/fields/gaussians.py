@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..render.sh import num_sh_bases
+from ..render.sh import num_sh_bases, sh_bases
 
 SH_C0 = 0.28209479177387814  # Y_0^0: converts an RGB value to its DC SH coefficient
 
@@ -45,6 +45,7 @@ class FeatureLayout:
     teachers: list[TeacherSpec] = field(default_factory=list)
     latent_dim: int = 0
     decoder_hidden: int = 0  # 0: a linear head (1x1 conv); >0: a two-layer MLP with this many hidden units
+    view_degree: int = 0  # SH degree of the features' view dependence (0: the same feature from every direction)
 
     @property
     def width(self) -> int:  # channels rasterised per Gaussian
@@ -55,7 +56,8 @@ class FeatureLayout:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureLayout":
-        return cls([TeacherSpec(**t) for t in d["teachers"]], d["latent_dim"], d.get("decoder_hidden", 0))
+        return cls([TeacherSpec(**t) for t in d["teachers"]], d["latent_dim"], d.get("decoder_hidden", 0),
+                   d.get("view_degree", 0))
 
 
 class FeatureDecoder(nn.Module):
@@ -92,9 +94,13 @@ class FeatureDecoder(nn.Module):
 
 class GaussianField(nn.Module):
     """N Gaussians: means [N,3], log_scales [N,3], quats [N,4] (wxyz), opacity_logits [N], sh0 [N,1,3],
-    shN [N,K-1,3], features [N,F]; plus the feature decoder."""
+    shN [N,K-1,3], features [N,F], features_view [N,Kf-1,F]; plus the feature decoder.
 
-    param_names = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN", "features")
+    ``features`` is each Gaussian's direction-averaged feature (what 3D queries read); ``features_view`` holds SH
+    coefficients (degrees 1..layout.view_degree, none by default) added for the viewing direction when rendering,
+    for teachers whose descriptors change with the viewpoint (upright SIFT of a table seen from around it)."""
+
+    param_names = ("means", "log_scales", "quats", "opacity_logits", "sh0", "shN", "features", "features_view")
 
     def __init__(self, means: Tensor, colors: Tensor, log_scales: Tensor, layout: FeatureLayout, sh_degree: int = 3,
                  init_opacity: float = 0.1, seed: int = 0):
@@ -113,6 +119,7 @@ class GaussianField(nn.Module):
         self.sh0 = nn.Parameter(rgb_to_sh0(colors.float().clamp(0, 1))[:, None, :].clone())
         self.shN = nn.Parameter(torch.zeros(n, k - 1, 3))
         self.features = nn.Parameter(0.1 * torch.randn(n, layout.width, generator=g))
+        self.features_view = nn.Parameter(torch.zeros(n, num_sh_bases(layout.view_degree) - 1, layout.width))
         self.decoder = FeatureDecoder(layout)
 
     # ---- activated values -------------------------------------------------------------------------------------
@@ -130,6 +137,15 @@ class GaussianField(nn.Module):
     @property
     def sh_coeffs(self) -> Tensor:  # [N, K, 3]
         return torch.cat([self.sh0, self.shN], dim=1)
+
+    def features_from(self, dirs: Tensor) -> Tensor:
+        """Per-Gaussian features seen along ``dirs`` [N, 3] (camera -> Gaussian, any length): [N, F]."""
+        degree = self.layout.view_degree
+        if degree == 0:
+            return self.features
+        basis = sh_bases(degree, torch.nn.functional.normalize(dirs, dim=-1))[:, 1:]  # [N, Kf-1]
+        # (a broadcast product: 2-3x faster on a CPU than einsum's batched 1 x (Kf-1) matrix products)
+        return self.features + (basis[:, :, None] * self.features_view).sum(1)
 
     def params(self) -> dict[str, nn.Parameter]:
         return {name: getattr(self, name) for name in self.param_names}
@@ -150,8 +166,10 @@ class GaussianField(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict) -> "GaussianField":
-        p = state["params"]
         layout = FeatureLayout.from_dict(state["layout"])
+        p = dict(state["params"])
+        if "features_view" not in p:  # checkpoints from before view-dependent features
+            p["features_view"] = p["features"].new_zeros(len(p["features"]), 0, layout.width)
         f = cls(p["means"], torch.zeros_like(p["means"]), p["log_scales"], layout, state["sh_degree"])
         f.replace_params(p)
         f.decoder.load_state_dict(state["decoder"])

@@ -29,6 +29,7 @@ def write_ply(path: str | Path, field: GaussianField, world_from_scene: torch.Te
     n = p["means"].shape[0]
     # 3DGS stores the higher SH bands channel-major: all coefficients of R, then G, then B.
     f_rest = p["shN"].transpose(0, 2, 1).reshape(n, -1)
+    feat_view = p["features_view"].reshape(n, -1)  # SH-coefficient-major: all channels of Y_1, then of Y_2, ...
     columns: list[tuple[str, np.ndarray]] = [
         *((c, p["means"][:, i]) for i, c in enumerate("xyz")),
         *((c, np.zeros(n, np.float32)) for c in ("nx", "ny", "nz")),
@@ -38,6 +39,7 @@ def write_ply(path: str | Path, field: GaussianField, world_from_scene: torch.Te
         *((f"scale_{i}", p["log_scales"][:, i]) for i in range(3)),
         *((f"rot_{i}", p["quats"][:, i]) for i in range(4)),
         *((f"feat_{i}", p["features"][:, i]) for i in range(p["features"].shape[1])),
+        *((f"feat_view_{i}", feat_view[:, i]) for i in range(feat_view.shape[1])),
     ]
     for name, values in (extra or {}).items():
         values = np.asarray(values, np.float32).reshape(n, -1)
@@ -92,6 +94,10 @@ def read_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         "quats": cols("rot_"),
         "features": cols("feat_"),
     }
+    width, view = params["features"].shape[1], cols("feat_view_")
+    if view.shape[1] % max(width, 1):
+        raise DataError(f"{path}: {view.shape[1]} view-dependent feature properties for {width} features")
+    params["features_view"] = view.reshape(n, view.shape[1] // width if width else 0, width)
     return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in params.items()}, meta
 
 
@@ -103,6 +109,9 @@ def field_from_ply(path: str | Path) -> GaussianField:
     if layout.width != params["features"].shape[1]:
         raise DataError(f"{path}: {params['features'].shape[1]} feature properties, but its layout says "
                         f"{layout.width}")
+    if params["features_view"].shape[1] != (layout.view_degree + 1) ** 2 - 1:
+        raise DataError(f"{path}: view-dependent features of {params['features_view'].shape[1]} SH coefficients, "
+                        f"but its layout says degree {layout.view_degree}")
     field = GaussianField(params["means"], torch.zeros_like(params["means"]), params["log_scales"], layout, sh_degree)
     field.replace_params(params)
     return field

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import read_json, write_image, write_json
 from ..viz import labelled_row, stack_rows, to_uint8
 from .engine import DEFAULT_MIN_OPACITY, DEFAULT_THRESHOLD, QueryEngine, View
@@ -43,6 +43,7 @@ class SegmentationConfig:
     min_opacity: float = DEFAULT_MIN_OPACITY
     dilation: float = 0.01  # metres around the ground-truth mesh that still count as the object
     clean: bool = True  # keep only the largest connected component of each 3D selection (drops far strays)
+    lift: str = "views"  # 3D selection: 'views' (what Gaussians render as in the training views) or 'features'
     teacher: str | None = None
 
 
@@ -83,6 +84,9 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
                 per_label[lab]["iou_per_view"][v.stem] = int((pred & truth).sum()) / union
         grid_rows.append(_grid_row(v, out.rgb, gt, pred_masks, names, labels))
 
+    if cfg.lift not in ("views", "features"):
+        raise ConfigError(f"lift must be 'views' or 'features', not {cfg.lift!r}")
+    select = engine.select if cfg.lift == "features" else engine.select_by_views
     opacities = engine.field.opacities.detach().cpu()
     opaque = opacities >= cfg.min_opacity
     means_world = _to_world(engine.field.means.detach().cpu(), engine.world_from_scene)
@@ -94,8 +98,8 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         row["iou"] = float(np.mean(ious)) if ious else float("nan")
         if gt is None:
             continue
-        sel = engine.select(lab, threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean,
-                            negatives=cfg.negatives, teacher=cfg.teacher)
+        sel = select(lab, threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean,
+                     negatives=cfg.negatives, teacher=cfg.teacher)
         truth = Selection(gt.inside(lab, cfg.dilation)).opaque(opacities, cfg.min_opacity)
         literal = Selection(gt.inside(lab, cfg.dilation, exclusive=False)).opaque(opacities, cfg.min_opacity)
         tp, tp_lit = (sel & truth).count, (sel & literal).count
@@ -125,6 +129,8 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
             "mask_rule": ("best-scoring scene label (LERF relevancy > threshold with the other scene labels as "
                           "negatives)") if cfg.negatives == "scene" else f"LERF relevancy > threshold, negatives "
                                                                           f"{cfg.negatives!r}",
+            "selection_3d": ("Gaussians with more than half their blending weight over the training views inside the "
+                             "label's rendered masks") if cfg.lift == "views" else "each Gaussian's own feature",
             **{k: v for k, v in asdict(cfg).items() if k not in ("labels", "views", "teacher")},
             "gt_3d": ("Gaussians with opacity >= min_opacity whose mean lies inside the object's mesh, or within "
                       "dilation metres of it and no nearer to another scene mesh (meshes posed by objects.json, "

@@ -63,6 +63,7 @@ class Teacher(abc.ABC):
     name: ClassVar[str]
     dim: int
     text_aligned: ClassVar[bool] = False
+    view_dependent: ClassVar[bool] = False  # True: a point's features change with the viewpoint (fields model it)
     max_batch_size: ClassVar[int | None] = None  # cap on views per extract() call, for teachers with huge outputs
 
     @abc.abstractmethod

@@ -41,6 +41,7 @@ class SiftTeacher(Teacher):
 
     name = "sift"
     text_aligned = False
+    view_dependent = True  # upright descriptors of one surface point change as the camera moves around it
 
     def __init__(self, step: int = 4, size: float = 6.0, root_sift: bool = True, center: bool = True,
                  min_gradient: float = 1.0):

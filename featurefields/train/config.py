@@ -16,6 +16,7 @@ class LearningRates:
     sh0: float = 2.5e-3
     shN: float = 2.5e-3 / 20
     features: float = 5e-3
+    features_view: float = 5e-3
     decoder: float = 2e-3
 
 
@@ -42,6 +43,7 @@ class TrainConfig:
     sh_degree_every: int = 500  # raise the active SH degree every this many steps
     latent_dim: int | None = None  # None: 16 per teacher wider than 64 channels (at most 64), else full width
     decoder_hidden: int = 0
+    feature_view_degree: int | None = None  # None: 2 if a teacher's features depend on the viewpoint, else 0
     init: str = "auto"  # auto | points | depth | random
     init_points: int = 20_000
     init_opacity: float = 0.1

@@ -124,9 +124,12 @@ class Trainer:
         want = self._layout()
         if self.cfg.latent_dim is None:  # not asked for: keep the checkpoint's
             want.latent_dim = have.latent_dim
-        if (have.teachers, have.latent_dim) != (want.teachers, want.latent_dim):
+        if self.cfg.feature_view_degree is None:
+            want.view_degree = have.view_degree
+        if (have.teachers, have.latent_dim, have.view_degree) != (want.teachers, want.latent_dim, want.view_degree):
             raise ConfigError(f"{self.out / CHECKPOINT}: its features are {_describe(have)}, but this run asks for "
-                              f"{_describe(want)}; use a new --out or the same teachers and --latent-dim")
+                              f"{_describe(want)}; use a new --out or the same teachers, --latent-dim and "
+                              "--feature-view-degree")
 
     def _teacher_targets(self) -> list[TeacherTargets]:
         names = self.cfg.teachers
@@ -160,7 +163,10 @@ class Trainer:
             latent = min(64, 16 * wide) if wide else 0
         if not specs:
             latent = 0
-        return FeatureLayout(specs, latent, self.cfg.decoder_hidden)
+        degree = self.cfg.feature_view_degree
+        if degree is None:
+            degree = 2 if any(getattr(t.teacher, "view_dependent", False) for t in self.targets) else 0
+        return FeatureLayout(specs, latent, self.cfg.decoder_hidden, degree if specs else 0)
 
     def _init_points(self) -> tuple[Tensor, Tensor, str]:
         s, how = self.scene, self.cfg.init
@@ -194,7 +200,7 @@ class Trainer:
                   for name in GaussianField.param_names]
         groups[0]["lr"] = lr.means * self.extent
         groups.append({"params": list(self.field.decoder.parameters()), "name": "decoder", "lr": lr.decoder})
-        groups = [g for g in groups if g["params"]]
+        groups = [g for g in groups if g["params"] and all(p.numel() for p in g["params"])]
         try:  # one fused kernel for all parameters: ~10x faster than the per-tensor loop on a CPU
             return torch.optim.Adam(groups, lr=0.0, eps=1e-15, fused=True)
         except (RuntimeError, TypeError):
@@ -424,7 +430,8 @@ def _fit(img: np.ndarray, shape) -> np.ndarray:
 
 def _describe(layout: FeatureLayout) -> str:
     teachers = ", ".join(f"{t.name} ({t.dim}-D)" for t in layout.teachers) or "colour only"
-    return teachers + (f" through a {layout.latent_dim}-D latent" if layout.latent_dim else " at full width")
+    return (teachers + (f" through a {layout.latent_dim}-D latent" if layout.latent_dim else " at full width")
+            + (f", view-dependent (SH degree {layout.view_degree})" if layout.view_degree else ""))
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:

@@ -7,9 +7,9 @@ from featurefields.fields.gaussians import FeatureLayout, GaussianField, Teacher
 from featurefields.fields.ply import field_from_ply, read_ply, write_ply
 
 
-def make_field(n=50, sh_degree=3, latent=8, teachers=(("labels", 384),), seed=0):
+def make_field(n=50, sh_degree=3, latent=8, teachers=(("labels", 384),), seed=0, view_degree=0):
     g = torch.Generator().manual_seed(seed)
-    layout = FeatureLayout([TeacherSpec(*t) for t in teachers], latent)
+    layout = FeatureLayout([TeacherSpec(*t) for t in teachers], latent, view_degree=view_degree)
     f = GaussianField(torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g),
                       torch.randn(n, 3, generator=g) - 3, layout, sh_degree)
     with torch.no_grad():  # make every parameter distinctive
@@ -18,9 +18,9 @@ def make_field(n=50, sh_degree=3, latent=8, teachers=(("labels", 384),), seed=0)
     return f
 
 
-@pytest.mark.parametrize("sh_degree,latent", [(0, 0), (1, 4), (3, 16)])
-def test_round_trip(tmp_path, sh_degree, latent):
-    f = make_field(sh_degree=sh_degree, latent=latent, teachers=(("labels", 6), ("sift", 5)))
+@pytest.mark.parametrize("sh_degree,latent,view_degree", [(0, 0, 0), (1, 4, 0), (3, 16, 0), (3, 0, 2), (1, 4, 1)])
+def test_round_trip(tmp_path, sh_degree, latent, view_degree):
+    f = make_field(sh_degree=sh_degree, latent=latent, teachers=(("labels", 6), ("sift", 5)), view_degree=view_degree)
     path = tmp_path / "f.ply"
     write_ply(path, f)
     params, meta = read_ply(path)

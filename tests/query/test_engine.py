@@ -181,3 +181,37 @@ def test_sam_prompts_feed_the_rendered_embedding_to_sams_decoder(engine):
     assert float(emb[..., 12:, :].abs().max()) == 0.0
     sel = res.selection
     assert isinstance(sel, Selection) and sel.count <= len(field)
+
+
+def test_mask_weights_are_the_blending_weights(engine):
+    """Rendering is linear in the colours with the blending weights as coefficients: sum(image * mask) for any
+    colours equals colours . mask_weights."""
+    from featurefields.query.engine import mask_weights
+    from featurefields.render import render
+
+    f, v = engine.field, engine.views("test")[0]
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(v.height, v.width, 2, generator=g) > 0.5).float()
+    w = mask_weights(f, v, masks)  # [N, 2]
+    colors = torch.rand(len(f), 1, generator=g)
+    img = render(f.means.detach(), f.quats.detach(), f.scales.detach(), f.opacities.detach(), colors,
+                 torch.linalg.inv(v.c2w), v.K, v.width, v.height).image[..., 0]
+    for k in range(2):
+        assert torch.allclose((img * masks[..., k]).sum(), (colors[:, 0] * w[:, k]).sum(), rtol=1e-4)
+    assert (w >= 0).all() and bool(w[:, 1].sum() > 0)
+
+
+def test_selection_by_views_follows_what_gaussians_render_as(oracle, engine):
+    from featurefields.query.engine import mask_weights
+
+    views = engine.views("all")
+    seen = sum(mask_weights(engine.field, v, torch.ones(v.height, v.width, 1))[:, 0] for v in views) >= 0.5
+    for label in ("mug", "book"):
+        sel = engine.select_by_views(label, views="all", negatives="scene")
+        t = Selection(truth(oracle, label))
+        assert (sel & t).count / sel.count >= 0.9, label  # 64x48 views: object edges blur into the table
+        visible = t & Selection(seen)  # undersides and insides are seen in no view, so never selected
+        assert (sel & visible).count / visible.count >= 0.5, label
+        assert (sel - Selection(seen)).count == 0
+    with pytest.raises(ConfigError, match="threshold"):
+        engine.select_by_views("mug", threshold=2.0)

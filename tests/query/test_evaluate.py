@@ -11,7 +11,7 @@ from featurefields.query.evaluate import GroundTruth3D
 
 
 def test_oracle_field_scores_perfect_3d_and_good_2d(oracle, engine, tmp_path):
-    r = evaluate_segmentation(engine, out_dir=tmp_path)
+    r = evaluate_segmentation(engine, SegmentationConfig(lift="features"), out_dir=tmp_path)
     labels = ["book", "bowl", "ball", "box", "mug", "banana", "bottle", "can"]
     assert r["labels"] == labels and r["views"] == ["frame_00000"]
     on_disk = json.loads((tmp_path / "segmentation.json").read_text())
@@ -23,6 +23,10 @@ def test_oracle_field_scores_perfect_3d_and_good_2d(oracle, engine, tmp_path):
     # 64x48 pixels: objects are a few pixels wide, so 2D masks are coarse but right
     assert r["mean_iou"] > 0.3 and r["method"]["min_opacity"] == 0.3
     assert r["num_gaussians"] == len(oracle.labels)
+    # the default lifts the rendered masks instead: at 64x48 px in one training view, what is seen is right
+    views = evaluate_segmentation(engine, SegmentationConfig(labels=["box", "book"]))
+    assert views["method"]["lift"] == "views"
+    assert all(views["per_label"][lab]["precision_3d"] >= 0.9 for lab in ("box", "book")), views["per_label"]
 
 
 def test_evaluation_notices_wrong_features(oracle, tmp_path):

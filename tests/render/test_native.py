@@ -237,18 +237,20 @@ def test_rasterize_matches_reference_on_screen_space_gaussians(D, device):
 # ---- through a GaussianField: latent + decoder, or full width -----------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("latent,D", [(0, 1), (0, 33), (0, 128), (16, 512), (8, 1000), (4, 3)])
-def test_field_render_matches_reference(latent, D, device):
+@pytest.mark.parametrize("latent,D,view", [(0, 1, 0), (0, 33, 2), (0, 128, 0), (16, 512, 0), (8, 1000, 1),
+                                           (4, 3, 3)])
+def test_field_render_matches_reference(latent, D, view, device):
     W, H = 30, 22
     means, _, _ = random_gaussians_3d(300, dtype=torch.float32, seed=5, behind=0.0)
     g = torch.Generator().manual_seed(6)
-    layout = FeatureLayout([TeacherSpec("t", D)], latent_dim=latent)
+    layout = FeatureLayout([TeacherSpec("t", D)], latent_dim=latent, view_degree=view)
     log_scales = -2.5 + 0.5 * torch.randn(300, 3, generator=g)  # anisotropic, so rotations matter
     field = GaussianField(means, torch.rand(300, 3, generator=g), log_scales, layout, sh_degree=2)
     with torch.no_grad():
         field.shN.normal_(0, 0.2, generator=g)
         field.quats.normal_(generator=g)
         field.opacity_logits.normal_(0, 1, generator=g)
+        field.features_view.normal_(0, 0.3, generator=g)
     viewmat, K = camera(W, H, dtype=torch.float32, seed=5)
     c2w = torch.linalg.inv(viewmat)
     target = torch.randn(H, W, D, generator=g)
@@ -260,13 +262,14 @@ def test_field_render_matches_reference(latent, D, device):
                            backend=backend)
         decoded = f.decoder(out.features, "t")
         loss = (decoded * target.to(dev)).mean() + out.rgb.square().mean() + out.depth.mean() + out.alpha.mean()
-        params = list(f.params().values()) + list(f.decoder.parameters())
+        params = [p for p in f.params().values() if p.numel()] + list(f.decoder.parameters())
         grads = torch.autograd.grad(loss, params + [pose])
         results.append((decoded.detach(), out.rgb.detach(), out.depth.detach(), grads))
     (d0, r0, z0, g0), (d1, r1, z1, g1) = results
     assert_rel(d1, d0, 1e-4, "decoded features")
     assert_rel(r1, r0, 1e-4, "rgb")
     assert_rel(z1, z0, 1e-4, "depth")
-    names = list(GaussianField.param_names) + [f"decoder.{n}" for n, _ in field.decoder.named_parameters()] + ["pose"]
+    names = ([n for n, p in field.params().items() if p.numel()]
+             + [f"decoder.{n}" for n, _ in field.decoder.named_parameters()] + ["pose"])
     for name, a, b in zip(names, g1, g0):
         assert_rel(a, b, 1e-4, name)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from featurefields.errors import ConfigError
+
 from featurefields.teachers import _REGISTRY as REGISTRY
 from featurefields.train.config import TrainConfig
 from featurefields.train.trainer import Trainer
@@ -55,3 +57,21 @@ def test_mask_teacher_trains_a_grouping_head(tmp_path):
     assert "grouping_gap/segments" in metrics and "feature_cosine/sift" in metrics
     assert "feature_cosine/segments" not in metrics
     assert len(list((tmp_path / "o" / "previews").glob("*.png"))) == len(trainer.scene.test_idx)
+
+
+def test_view_dependent_teacher_gets_view_dependent_features(tmp_path):
+    """sift declares itself view-dependent: the field then carries degree-2 SH feature coefficients that training
+    moves; --feature-view-degree overrides it, and a resume cannot change it."""
+    scene = write_tiny_nerfstudio(tmp_path / "s")
+    common = dict(scene=str(scene), teachers=["labels", "sift"], iterations=3, init_points=100, progress=False)
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "a"), **common))
+    assert trainer.field.layout.view_degree == 2
+    assert trainer.field.features_view.shape == (len(trainer.field), 8, trainer.field.layout.width)
+    trainer.train()
+    assert trainer.field.features_view.abs().sum() > 0
+    flat = Trainer(TrainConfig(out=str(tmp_path / "b"), feature_view_degree=0, **common))
+    assert flat.field.layout.view_degree == 0 and flat.field.features_view.numel() == 0
+    with pytest.raises(ConfigError, match="view-dependent"):
+        Trainer(TrainConfig(out=str(tmp_path / "a"), feature_view_degree=1, **common), resume=True)
+    resumed = Trainer(TrainConfig(out=str(tmp_path / "a"), **{**common, "iterations": 4}), resume=True)
+    assert resumed.field.layout.view_degree == 2

@@ -64,11 +64,16 @@ def test_resume_continues_where_it_stopped(tiny_tabletop, tmp_path):
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 30
 
 
-def test_feature_gradients_do_not_move_geometry_by_default(tiny_tabletop, tmp_path):
+@pytest.mark.parametrize("view_degree", [0, 2])
+def test_feature_gradients_do_not_move_geometry_by_default(tiny_tabletop, tmp_path, view_degree):
+    """Not through the rasteriser, nor (view-dependent features) through the viewing direction."""
     scene = load_scene(tiny_tabletop)
     for moves in (False, True):
-        cfg = small_config(tiny_tabletop, tmp_path / f"g{moves}", feature_moves_geometry=moves, lambda_dssim=0.0)
+        cfg = small_config(tiny_tabletop, tmp_path / f"g{moves}", feature_moves_geometry=moves, lambda_dssim=0.0,
+                           feature_view_degree=view_degree)
         trainer = Trainer(cfg, scene=scene)
+        with torch.no_grad():
+            trainer.field.features_view.normal_()  # trained coefficients, so that features depend on direction
         out = trainer.render(scene.train_idx[0])
         trainer.field.zero_grad()
         out.features.sum().backward()  # a loss on features alone
