@@ -18,10 +18,11 @@ examples:
 segmentation: each label is queried as text. --negatives scene (default) is the best-label rule: a pixel or
 Gaussian belongs to the label when its LERF relevancy > 0.5 against every other scene label, i.e. the label scores
 best. 2D: IoU against the ground-truth semantic masks, averaged over the views where the label is visible or
-predicted. 3D: precision and recall of the selection against the Gaussians whose centre lies inside the label's
+predicted. 3D: precision and recall of the selection (by default the Gaussians that render mostly inside the
+label's masks over the training views, --lift views) against the Gaussians whose centre lies inside the label's
 mesh (objects.json poses, metric world frame) or within --dilation of it and no nearer to another mesh (table,
 room, other objects); both sides only count Gaussians with opacity >= --min-opacity (0.3), and each selection is
-cleaned to its largest connected component (--no-clean to keep strays). Writes segmentation.json and
+kept whole (--clean keeps only its largest connected component). Writes segmentation.json and
 segmentation_grid.png (render | ground truth | query masks | errors) under --out. Targets: IoU >= 0.80,
 precision and recall >= 0.85 per label.
 """
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only Gaussians at least this opaque count, selected or ground truth (default %(default)s)")
     s.add_argument("--dilation", type=float, default=d.dilation,
                    help="metres around a mesh that still count as the object (default %(default)s)")
-    s.add_argument("--no-clean", dest="clean", action="store_false",
-                   help="keep every selected Gaussian (default: the largest connected component of each selection)")
+    s.add_argument("--clean", action=argparse.BooleanOptionalAction, default=d.clean,
+                   help="keep only the largest connected component of each selection (default: off)")
     s.add_argument("--lift", choices=["views", "features"], default=d.lift,
                    help="3D selection: Gaussians that render mostly inside the label's masks over the training views "
                         "(views, default) or whose own feature scores the label (features: no rendering, faster)")

@@ -8,7 +8,7 @@ from ..errors import ConfigError, cli_entry
 from ..render.backends import BACKENDS
 from ..teachers import available_teachers
 from . import ArgParser
-from ..train.config import TrainConfig
+from ..train.config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 
 EXAMPLES = """\
 examples:
@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-loss", choices=["cosine", "l1"], default=d.feature_loss)
     p.add_argument("--feature-samples", type=int, default=d.feature_samples,
                    help="teacher pixels per step in the feature loss; 0 = all (default %(default)s)")
-    p.add_argument("--depth-weight", type=float, default=d.depth_weight,
-                   help="weight of a relative L1 loss to the scene's metric depth maps, when it has them "
-                        "(default %(default)s)")
+    p.add_argument("--depth-weight", type=float, default=None,
+                   help="weight of a relative L1 loss to the scene's metric depth maps, when it has them (RGB-D "
+                        f"sequences, generated scenes); 0 turns it off (default {DEFAULT_DEPTH_WEIGHT:g})")
     p.add_argument("--feature-moves-geometry", action="store_true",
                    help="let feature gradients move the Gaussians (default: only colour shapes geometry)")
     p.add_argument("--downscale", type=float, default=d.downscale, help="divide image resolution by this factor")

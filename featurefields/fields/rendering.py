@@ -39,7 +39,7 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
     bg = background if background is not None else torch.zeros(3, device=rgb.device)
     use_features = with_features and field.features.shape[1] > 0
     feature_dirs = dirs if features_move_geometry else dirs.detach()  # view-dependent features must not either
-    colors = torch.cat([rgb, depth_z] + ([field.features_from(feature_dirs)] if use_features else []), dim=-1)
+    colors = torch.cat([rgb, depth_z] + ([field.features_from(feature_dirs, backend)] if use_features else []), dim=-1)
     bg_full = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])
     out = render(field.means, field.quats, field.scales, field.opacities, colors, viewmat, K, width, height,
                  background=bg_full, geometry_channels=None if features_move_geometry else 4, backend=backend)

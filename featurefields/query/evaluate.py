@@ -42,7 +42,8 @@ class SegmentationConfig:
     threshold: float = DEFAULT_THRESHOLD
     min_opacity: float = DEFAULT_MIN_OPACITY
     dilation: float = 0.01  # metres around the ground-truth mesh that still count as the object
-    clean: bool = True  # keep only the largest connected component of each 3D selection (drops far strays)
+    clean: bool = False  # keep only each 3D selection's largest connected component (drops far strays; the views
+    # lift rarely has any, and on a dense field a thin part such as a bottle's neck can fall off the graph)
     lift: str = "views"  # 3D selection: 'views' (what Gaussians render as in the training views) or 'features'
     teacher: str | None = None
 

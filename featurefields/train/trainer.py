@@ -31,7 +31,7 @@ from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, 
 from ..teachers.segments import segment_ids
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 from .grouping import grouping_gap, grouping_loss, sample_pixels
 from .losses import cosine_map, depth_loss, feature_loss, linear_cosine_loss, psnr, rgb_loss, ssim
 
@@ -89,7 +89,10 @@ class Trainer:
         if resume_state is not None:
             self._check_teachers_match(resume_state)
         self.extent = scene_extent(self.scene.cameras[self.scene.train_idx])
-        self.depth_weight = 0.0 if self.scene.depths is None else cfg.depth_weight
+        self.depth_weight = 0.0 if self.scene.depths is None else (
+            DEFAULT_DEPTH_WEIGHT if cfg.depth_weight is None else cfg.depth_weight)
+        if self.depth_weight > 0:
+            print(f"depth loss: weight {self.depth_weight:g} against the scene's metric depth maps")
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.step = 0
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)

@@ -30,7 +30,7 @@ def small_config(scene, out, **kw) -> TrainConfig:
 
 @pytest.mark.slow
 def test_train_writes_outputs_and_learns(tiny_tabletop, tmp_path):
-    cfg = small_config(tiny_tabletop, tmp_path / "run")
+    cfg = small_config(tiny_tabletop, tmp_path / "run", depth_weight=0.0)  # 60 steps: colour alone, learns faster
     trainer = Trainer(cfg)
     before = trainer.evaluate()
     metrics = trainer.train()
@@ -87,3 +87,15 @@ def test_metrics_keys_name_metric_and_teacher(tiny_tabletop, tmp_path):
     trainer = Trainer(small_config(tiny_tabletop, tmp_path / "m", iterations=1))
     metrics = trainer.evaluate()
     assert "feature_cosine/labels" in metrics and np.isfinite(metrics["psnr"])
+
+
+def test_depth_loss_is_on_where_the_scene_has_metric_depth(tiny_tabletop, tmp_path):
+    from featurefields.train.config import DEFAULT_DEPTH_WEIGHT
+    from tests.conftest import write_tiny_nerfstudio
+
+    scene = load_scene(tiny_tabletop)
+    assert scene.depths is not None
+    assert Trainer(small_config(tiny_tabletop, tmp_path / "a"), scene=scene).depth_weight == DEFAULT_DEPTH_WEIGHT > 0
+    assert Trainer(small_config(tiny_tabletop, tmp_path / "b", depth_weight=0.0), scene=scene).depth_weight == 0
+    no_depth = write_tiny_nerfstudio(tmp_path / "s")  # no depth maps: nothing to fit, whatever was asked
+    assert Trainer(small_config(no_depth, tmp_path / "c", depth_weight=2.0)).depth_weight == 0

@@ -104,11 +104,13 @@ FF_HD void sh_eval_one_bwd(const A& a, int64_t i, const T* v_out, T* v_dc, T* v_
     const T len = normalize3(a.dirs + 3 * i, n);
     sh_bases(a.degree, n, b);
     const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
-    for (int k = 0; k < nb; ++k) {
-        const T* row = a.row(i, k);
-        T s = 0;
-        for (int c = 0; c < C; ++c) s += row[c] * v_out[c];
-        vb[k] = s;
+    if (v_dir && a.degree > 0) {  // dL/dbasis: only the direction needs it (a pass over every coefficient)
+        for (int k = 0; k < nb; ++k) {
+            const T* row = a.row(i, k);
+            T s = 0;
+            for (int c = 0; c < C; ++c) s += row[c] * v_out[c];
+            vb[k] = s;
+        }
     }
     if (v_dc) {
         T* v = v_dc + i * a.kd * C;
