@@ -361,21 +361,32 @@ class QueryEngine:
         contact with the table, or half hidden) has a poorly supervised one, but what it renders into is what the
         masks say. Gaussians with less than ``min_weight`` pixels of weight in all views together are never
         selected (they are not seen)."""
+        return self.select_each_by_views([query], views=views, threshold=threshold, min_opacity=min_opacity,
+                                         clean=clean, negatives=negatives, teacher=teacher, min_weight=min_weight)[0]
+
+    def select_each_by_views(self, queries: Sequence[str | Sequence[str]], *,
+                             views: str | Sequence[int | str] = "train", threshold: float = DEFAULT_THRESHOLD,
+                             min_opacity: float = DEFAULT_MIN_OPACITY, clean: bool = False,
+                             negatives: str | Sequence[str] = "auto", teacher: str | None = None,
+                             min_weight: float = 0.5) -> list[Selection]:
+        """:meth:`select_by_views` for several queries at once: one render and one weight pass per view for all."""
         _check_unit("threshold", threshold)
-        n = len(self.field)
-        inside = torch.zeros(n)
+        n, q = len(self.field), len(queries)
+        inside = torch.zeros(n, q)
         total = torch.zeros(n)
         for v in self.views(views):
             out = self.render(v)
-            mask = self.relevancy_2d(query, v, negatives=negatives, teacher=teacher, out=out).mask(threshold)
-            w = mask_weights(self.field, v, torch.stack([mask, torch.ones_like(mask)], -1).float()).cpu()
-            inside += w[:, 0]
-            total += w[:, 1]
-        sel = Selection((inside > 0.5 * total) & (total >= min_weight)).opaque(self.field.opacities.cpu(),
-                                                                               min_opacity)
-        if clean:
-            sel = sel.largest_component(self.field.means.detach().cpu())
-        return sel
+            masks = [self.relevancy_2d(query, v, negatives=negatives, teacher=teacher, out=out).mask(threshold)
+                     for query in queries]
+            w = mask_weights(self.field, v, torch.stack(masks + [torch.ones_like(masks[0])], -1).float()).cpu()
+            inside += w[:, :q]
+            total += w[:, q]
+        seen = total >= min_weight
+        out_sel = []
+        for j in range(q):
+            sel = Selection((inside[:, j] > 0.5 * total) & seen).opaque(self.field.opacities.cpu(), min_opacity)
+            out_sel.append(sel.largest_component(self.field.means.detach().cpu()) if clean else sel)
+        return out_sel
 
     # ---- prompts --------------------------------------------------------------------------------------------
     @torch.no_grad()

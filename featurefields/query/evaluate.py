@@ -87,11 +87,15 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
 
     if cfg.lift not in ("views", "features"):
         raise ConfigError(f"lift must be 'views' or 'features', not {cfg.lift!r}")
-    select = engine.select if cfg.lift == "features" else engine.select_by_views
+    options = dict(threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean, negatives=cfg.negatives,
+                   teacher=cfg.teacher)
     opacities = engine.field.opacities.detach().cpu()
     opaque = opacities >= cfg.min_opacity
     means_world = _to_world(engine.field.means.detach().cpu(), engine.world_from_scene)
     has_3d = bool(objects)
+    lifted = {}
+    if has_3d and cfg.lift == "views":  # every label in one render and one weight pass per training view
+        lifted = dict(zip(labels, engine.select_each_by_views(labels, **options)))
     gt = GroundTruth3D(means_world, load_scene_meshes(scene.root), scene.root) if has_3d else None
     for lab in labels:
         row = per_label[lab]
@@ -99,8 +103,7 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         row["iou"] = float(np.mean(ious)) if ious else float("nan")
         if gt is None:
             continue
-        sel = select(lab, threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean,
-                     negatives=cfg.negatives, teacher=cfg.teacher)
+        sel = lifted[lab] if cfg.lift == "views" else engine.select(lab, **options)
         truth = Selection(gt.inside(lab, cfg.dilation)).opaque(opacities, cfg.min_opacity)
         literal = Selection(gt.inside(lab, cfg.dilation, exclusive=False)).opaque(opacities, cfg.min_opacity)
         tp, tp_lit = (sel & truth).count, (sel & literal).count
