@@ -89,9 +89,9 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         raise ConfigError(f"lift must be 'views' or 'features', not {cfg.lift!r}")
     options = dict(threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean, negatives=cfg.negatives,
                    teacher=cfg.teacher)
-    opacities = engine.field.opacities.detach().cpu()
+    opacities = engine.field.element_opacities().cpu()
     opaque = opacities >= cfg.min_opacity
-    means_world = _to_world(engine.field.means.detach().cpu(), engine.world_from_scene)
+    means_world = engine.field.element_positions().cpu()
     has_3d = bool(objects)
     lifted = {}
     if has_3d and cfg.lift == "views":  # every label in one render and one weight pass per training view
@@ -236,11 +236,6 @@ class GroundTruth3D:
         if exclusive and others:
             near &= own <= self.dist[:, others].min(1).values
         return near | self.occupied[:, cols].any(1)
-
-
-def _to_world(points: torch.Tensor, world_from_scene: torch.Tensor) -> torch.Tensor:
-    m = world_from_scene.to(points.dtype)
-    return points @ m[:3, :3].T + m[:3, 3]
 
 
 def label_palette(n: int) -> np.ndarray:
