@@ -71,7 +71,7 @@ def main() -> None:
     texts = engine.encode_text(["red mug"] + list(CANONICAL_NEGATIVES), "labels")
 
     def score(exact: bool, eng=engine):
-        s = eng.scores(eng.field.features, texts, "labels", exact=exact)
+        s = eng.scores(eng.field.element_features(), texts, "labels", exact=exact)
         return relevancy_from_scores(s[:, :1], s[:, 1:])
 
     rows["scoring_seconds"], fast = timed(lambda: score(False), args.repeats)

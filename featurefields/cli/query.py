@@ -84,8 +84,8 @@ def parse_numbers(text: str, n: int, flag: str) -> list[float]:
     except ValueError:
         vals = []
     if len(vals) != n or not all(math.isfinite(v) for v in vals):
-        form = {2: "X,Y", 3: "R,G,B", 4: "X0,Y0,X1,Y1"}[n]
-        raise ConfigError(f"{flag} {text!r}: expected {n} numbers {form}")
+        form = {2: " X,Y", 3: " R,G,B", 4: " X0,Y0,X1,Y1", 6: " X0,Y0,Z0,X1,Y1,Z1"}.get(n, "")
+        raise ConfigError(f"{flag} {text!r}: expected {n} numbers{form}")
     return vals
 
 

@@ -80,6 +80,8 @@ class SurfacePoints:
     normals: Tensor  # [M, 3] unit, pointing out of the surface (towards free space)
     colors: Tensor  # [M, 3] in [0, 1]
     voxel: float  # sampling spacing, metres
+    mesh_vertices: Tensor | None = None  # [V, 3] the same surface as triangles (for collision checks), if asked
+    mesh_triangles: Tensor | None = None  # [T, 3] long
 
     def __len__(self) -> int:
         return self.points.shape[0]
@@ -293,22 +295,24 @@ class FeatureField(ABC):
         return self.engine.relevancy_points(text, xyz, negatives=negatives, teacher=teacher).combined
 
     @torch.no_grad()
-    def surface_points(self, *, views: str = "train", voxel: float | None = None,
+    def surface_points(self, *, views: str | Sequence[View] = "train", voxel: float | None = None,
                        region: tuple[Sequence[float], Sequence[float]] | None = None,
-                       min_alpha: float = 0.9) -> SurfacePoints:
+                       min_alpha: float = 0.9, with_mesh: bool = False) -> SurfacePoints:
         """The visible surface with outward normals: the field's rendered depth over ``views`` fused into a TSDF
         (open3d), sampled every ``voxel`` metres, optionally only inside ``region`` = (lo [3], hi [3]) (then 2 mm
         by default; else 1/500 of the scene's extent).
 
         Fusing renders rather than reading element centres keeps this representation-agnostic (a NeRF renders
-        depth too) and gives clean normals; see :mod:`.surface`. Cached per field and arguments."""
-        key = (views, voxel, None if region is None else tuple(tuple(float(x) for x in r) for r in region),
-               min_alpha)
+        depth too) and gives clean normals; see :mod:`.surface`. ``with_mesh`` adds the triangle mesh of the same
+        surface. Cached per field and arguments."""
+        view_list = self.views(views) if isinstance(views, str) else list(views)
+        key = (tuple((v.name, tuple(v.c2w.flatten().tolist())) for v in view_list), voxel,
+               None if region is None else tuple(tuple(float(x) for x in r) for r in region), min_alpha, with_mesh)
         if key not in self._surface_cache:
             from .surface import fuse_surface
 
-            self._surface_cache[key] = fuse_surface(self, self.views(views), voxel=voxel, min_alpha=min_alpha,
-                                                    region=region)
+            self._surface_cache[key] = fuse_surface(self, view_list, voxel=voxel, min_alpha=min_alpha,
+                                                    region=region, with_mesh=with_mesh)
         return self._surface_cache[key]
 
     def locate(self, text: str, **options):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -37,6 +39,7 @@ class GaussianFeatureField(FeatureField):
         if wfs.shape != (4, 4) or not bool(torch.isfinite(wfs).all()):
             raise DataError(f"{self.source}: world_from_scene must be a finite 4x4 matrix")
         self._wfs = wfs.float()
+        self._index = None  # (the means it was built for, MixtureIndex): point queries reuse the trees
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -129,8 +132,11 @@ class GaussianFeatureField(FeatureField):
         g = self.gaussians
         colors = sh0_to_rgb(g.sh0[:, 0]).clamp(0, 1)
         feats = g.features.detach()
+        if self._index is None or self._index[0] is not g.means:
+            self._index = (g.means, MixtureIndex(g.means, g.scales))
         density, opacity, blend = gaussian_mixture_at(pts, g.means.detach(), g.quats.detach(), g.scales.detach(),
-                                                      g.opacities.detach(), torch.cat([colors, feats], 1), blur=blur)
+                                                      g.opacities.detach(), torch.cat([colors, feats], 1), blur=blur,
+                                                      index=self._index[1])
         latent = blend[:, 3:]
         names = self.teacher_names if teachers is None else list(teachers)
         decoded = {t: self.decode(latent, t) for t in names} if latent.shape[1] else {}
@@ -179,9 +185,25 @@ class GaussianFeatureField(FeatureField):
         return nn.functional.normalize(n, dim=-1)
 
 
+class MixtureIndex:
+    """k-d trees over Gaussian centres grouped by size (see :func:`gaussian_mixture_at`), built once per set of
+    Gaussians and reused by every point query."""
+
+    def __init__(self, means: Tensor, scales: Tensor):
+        from scipy.spatial import cKDTree
+
+        size = scales.detach().float().max(dim=1).values.cpu().numpy()  # [N] largest standard deviation
+        group = np.floor(np.log2(np.maximum(CUTOFF_SIGMA * size, 1e-6))).astype(np.int64)
+        means_np = means.detach().cpu().double().numpy()
+        self.groups = []
+        for gid in np.unique(group):
+            members = np.nonzero(group == gid)[0]
+            self.groups.append((members, cKDTree(means_np[members]), float(size[members].max())))
+
+
 def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
-                        values: Tensor, blur: float = 0.0, cutoff: float = CUTOFF_SIGMA
-                        ) -> tuple[Tensor, Tensor, Tensor]:
+                        values: Tensor, blur: float = 0.0, cutoff: float = CUTOFF_SIGMA,
+                        index: MixtureIndex | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Evaluate N Gaussians at P points: (density [P] = sum o_i G_i, opacity [P] = 1 - prod (1 - o_i G_i),
     weighted mean of ``values`` [N, C] -> [P, C] with weights o_i G_i).
 
@@ -202,16 +224,14 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
         return density, 1 - log_transmit.exp(), acc
     var = scales.float() ** 2 + blur * blur  # [N, 3] along each Gaussian's own axes
     amp = opacities * torch.sqrt(scales.float() ** 2 / var).prod(-1) if blur > 0 else opacities
-    radius = (cutoff * var.max(dim=1).values.sqrt()).cpu().numpy()
     rot = quat_to_rotmat(quats)  # [N, 3, 3]
     inv_var = 1.0 / var.clamp_min(1e-18)
-    group = np.floor(np.log2(np.maximum(radius, 1e-6))).astype(np.int64)
-    means_np = means.detach().cpu().double().numpy()
-    trees = [(np.nonzero(group == gid)[0], None) for gid in np.unique(group)]
-    trees = [(m, cKDTree(means_np[m]), float(radius[m].max())) for m, _ in trees]
+    index = index if index is not None else MixtureIndex(means, scales)
+    trees = [(m, tree, cutoff * math.sqrt(size * size + blur * blur)) for m, tree, size in index.groups]
     pts_np = points.detach().cpu().double().numpy()
     for s in range(0, p, QUERY_CHUNK):
         qtree = cKDTree(pts_np[s:s + QUERY_CHUNK])
+        rows, cols, weights = [], [], []
         for members, tree, r in trees:
             pairs = qtree.sparse_distance_matrix(tree, r, output_type="ndarray")
             if len(pairs) == 0:
@@ -222,9 +242,17 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
             local = torch.einsum("kji,kj->ki", rot[gi], d)  # R^T d
             m2 = (local * local * inv_var[gi]).sum(-1)
             w = amp[gi] * torch.exp(-0.5 * m2) * (m2 <= cutoff * cutoff)
-            density.index_add_(0, qi, w)
-            log_transmit.index_add_(0, qi, torch.log1p(-w.clamp(max=0.9999)))
-            acc.index_add_(0, qi, w[:, None] * values[gi])
+            rows.append(qi)
+            cols.append(gi)
+            weights.append(w)
+        if not rows:
+            continue
+        qi, gi, w = torch.cat(rows), torch.cat(cols), torch.cat(weights)
+        density.index_add_(0, qi, w)
+        log_transmit.index_add_(0, qi, torch.log1p(-w.clamp(max=0.9999)))
+        # the weighted sum of values as one sparse [P, N] x [N, C] product: no [pairs, C] gather is ever made
+        wmat = torch.sparse_coo_tensor(torch.stack([qi, gi]), w, (p, means.shape[0])).coalesce()
+        acc += torch.sparse.mm(wmat, values.float())
     mean = acc / density.clamp_min(1e-12)[:, None]
     return density, 1 - log_transmit.exp(), mean
 

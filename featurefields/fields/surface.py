@@ -31,8 +31,8 @@ EDGE_JUMP = 0.03  # relative depth jump to a neighbour above which a pixel is a 
 
 
 def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float | None = None,
-                 min_alpha: float = 0.9, region: tuple[Sequence[float], Sequence[float]] | None = None
-                 ) -> SurfacePoints:
+                 min_alpha: float = 0.9, region: tuple[Sequence[float], Sequence[float]] | None = None,
+                 with_mesh: bool = False) -> SurfacePoints:
     """Fuse ``views`` into a TSDF and return its zero crossing as points with outward normals (world frame).
 
     ``region``: (lo [3], hi [3]) world box to extract (default: around the field's opaque elements). ``voxel``:
@@ -90,7 +90,12 @@ def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float |
         torch.zeros_like(pts)
     col = torch.from_numpy(np.asarray(pcd.colors)).float() if pcd.has_colors() else torch.zeros_like(pts)
     keep = ((pts >= lo) & (pts <= hi)).all(1)
-    return SurfacePoints(pts[keep], nrm[keep], col[keep], float(voxel))
+    out = SurfacePoints(pts[keep], nrm[keep], col[keep], float(voxel))
+    if with_mesh:
+        mesh = volume.extract_triangle_mesh()
+        out.mesh_vertices = torch.from_numpy(np.asarray(mesh.vertices)).float()
+        out.mesh_triangles = torch.from_numpy(np.asarray(mesh.triangles)).long()
+    return out
 
 
 def _trusted_depth(depth_sum: torch.Tensor, alpha: torch.Tensor, min_alpha: float) -> torch.Tensor:

@@ -230,11 +230,11 @@ class QueryEngine:
     @torch.no_grad()
     def relevancy_points(self, query: str | Sequence[str], xyz: Tensor, *,
                          negatives: str | Sequence[str] = "auto", teacher: str | None = None,
-                         temperature: float = TEMPERATURE) -> Relevancy3D:
+                         temperature: float = TEMPERATURE, blur: float = 0.0) -> Relevancy3D:
         """LERF relevancy of the field's features at arbitrary world points ``xyz`` [M, 3] (see
-        :meth:`FeatureField.query_points`): [P, M]; 0 where the field holds nothing (density ~ 0)."""
+        :meth:`FeatureField.query_points`, ``blur`` included): [P, M]; 0 where the field holds nothing."""
         name, pos, negs, tp, tn = self._texts(query, negatives, teacher)
-        q = self.field.query_points(check_points(xyz, "query points"), teachers=[])
+        q = self.field.query_points(check_points(xyz, "query points"), teachers=[], blur=blur)
         s = self.scores(q.latent, torch.cat([tp, tn]), name)
         rel = relevancy_from_scores(s[:, :len(pos)], s[:, len(pos):], temperature)
         rel = torch.where(q.density[:, None] > 1e-6, rel, torch.zeros_like(rel))

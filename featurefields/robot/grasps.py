@@ -1,0 +1,327 @@
+"""``field.grasps("mug", gripper=PANDA, k=10)``: ranked parallel-jaw grasps of what a phrase names, world frame.
+
+No demonstrations and no learned grasp network: the grasps come from the located surface itself.
+
+1. Antipodal pairs: seed contacts on the instance's surface; close along the seed's inward normal (and a few
+   directions inside its friction cone); the second contact is where that line leaves the surface (the nearest
+   surface point on the line whose normal faces along it); keep pairs whose closing line lies inside both
+   friction cones and whose width fits the gripper.
+2. Quality: force closure and Ferrari-Canny epsilon for soft-finger contacts, torques about the instance's
+   centroid (:mod:`.quality`).
+3. Poses: approach directions around the closing axis (every 30 degrees), tried in order of alignment with the
+   approach constraint ("top", "any", or a vector) and inside the reachable workspace box; each pair keeps the
+   first collision-free one.
+4. Collisions: the open gripper's finger and palm boxes, at the grasp and along the last 10 cm of its approach,
+   against the fused surroundings (support, neighbours, the object itself) and the support plane as a solid,
+   with FCL (:mod:`.collision`).
+5. Ranking: 0.5 epsilon (relative to the best pair) + 0.3 centring (how close the grasp is to the centroid,
+   Gaussian with sigma 3 cm) + 0.2 approach alignment; near-duplicates (within 1 cm and 15 degrees of a better
+   grasp) are dropped.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from ..fields.base import FeatureField
+from .collision import SceneCollider
+from .gripper import ParallelJaw, load_gripper
+from .locate import Located, locate
+from .quality import ferrari_canny
+
+APPROACH_STEP_DEG = 30
+RETREAT = (0.03, 0.06, 0.10)  # metres back along the approach checked for collisions as well
+WEIGHTS = {"epsilon": 0.5, "centring": 0.3, "alignment": 0.2}
+MAX_QUALITY_PAIRS = 96  # contact pairs whose wrench space is computed (the most antipodal, most central first)
+CENTRING_SIGMA = 0.03
+
+
+@dataclass
+class Grasp:
+    """A parallel-jaw grasp in the world frame.
+
+    ``pose`` [4, 4]: columns x (closing direction, first finger towards the second), y = z x x, z (approach
+    direction, from the palm towards the object), and the origin midway between the two contacts (the
+    fingertips reach ``gripper.tip_depth`` past it). ``width``: distance between the contacts; ``opening``: how
+    far apart the fingers approach."""
+
+    pose: Tensor
+    width: float
+    opening: float
+    contacts: Tensor  # [2, 3]
+    score: float
+    scores: dict  # breakdown: epsilon, epsilon_rel, centring, alignment, antipodal_deg, force_closure
+    query: str
+    gripper: str
+    instance: int = 0  # which located instance (0 = the best one)
+
+    @property
+    def position(self) -> Tensor:
+        return self.pose[:3, 3]
+
+    @property
+    def approach(self) -> Tensor:
+        return self.pose[:3, 2]
+
+    @property
+    def closing(self) -> Tensor:
+        return self.pose[:3, 0]
+
+    def to_dict(self) -> dict:
+        return {"pose": self.pose.tolist(), "position": self.position.tolist(), "approach": self.approach.tolist(),
+                "closing": self.closing.tolist(), "width": self.width, "opening": self.opening,
+                "contacts": self.contacts.tolist(), "score": self.score, "scores": self.scores,
+                "query": self.query, "gripper": self.gripper, "instance": self.instance}
+
+
+class GraspResult(list):
+    """A list of :class:`Grasp`, best first; when empty, ``reason`` says why. ``located``: the instances."""
+
+    def __init__(self, items=(), reason: str = "", located: Sequence[Located] = (), timings: dict | None = None):
+        super().__init__(items)
+        self.reason = reason
+        self.located = list(located)
+        self.timings = timings or {}
+
+
+@torch.no_grad()
+def plan_grasps(field: FeatureField, text: str, *, gripper: ParallelJaw | str | None = None, k: int = 10,
+                approach: str | Sequence[float] = "any", approach_tolerance_deg: float = 45.0,
+                workspace: tuple[Sequence[float], Sequence[float]] | None = None, seeds: int = 300,
+                located: Sequence[Located] | None = None, seed: int = 0, **locate_options) -> GraspResult:
+    """Ranked grasps of every instance of ``text`` (see the module docstring).
+
+    ``approach``: "any", "top" (from above, within ``approach_tolerance_deg`` of straight down), or a world
+    vector to come from; ``workspace``: (lo [3], hi [3]) world box the grasp centre must lie in; ``located``:
+    reuse a :func:`~.locate.locate` result."""
+    t0 = time.perf_counter()
+    grip = load_gripper(gripper)
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a positive number of grasps, not {k!r}")
+    box = _check_workspace(workspace)
+    found = located if located is not None else locate(field, text, **locate_options)
+    t_locate = time.perf_counter() - t0
+    if not found:
+        return GraspResult(reason=getattr(found, "reason", f"nothing located for {text!r}"),
+                           timings={"locate_s": t_locate})
+    up = found[0].support.normal if found[0].support is not None else _up(field)
+    prefer = _approach_vector(approach, up)
+    rng = np.random.default_rng(seed)
+    grasps: list[Grasp] = []
+    why: list[str] = []
+    for inst, loc in enumerate(found):
+        g, reason = _grasps_of(loc, inst, text, grip, prefer, math.cos(math.radians(approach_tolerance_deg)), box,
+                               seeds, rng)
+        grasps += g
+        if reason:
+            why.append(reason)
+    timings = {"locate_s": t_locate, "grasps_s": time.perf_counter() - t0 - t_locate}
+    if not grasps:
+        return GraspResult(reason="; ".join(why) or f"no grasp of {text!r} fits the gripper", located=found,
+                           timings=timings)
+    grasps.sort(key=lambda g: -g.score)
+    return GraspResult(_distinct(grasps, k), located=found, timings=timings)
+
+
+def _grasps_of(loc: Located, inst: int, text: str, grip: ParallelJaw, prefer: Tensor | None, cos_tol: float,
+               box, seeds: int, rng) -> tuple[list[Grasp], str]:
+    pts, nrm = loc.points.double().numpy(), loc.normals.double().numpy()
+    pairs = antipodal_pairs(pts, nrm, grip.friction, grip.max_width - 0.002, seeds, rng)
+    if len(pairs) == 0:
+        return [], f"instance {inst}: no antipodal contact pair within the friction cone fits the " \
+                   f"{grip.max_width * 100:.1f} cm opening"
+    centroid = loc.centroid.double().numpy()
+    scale = float(np.linalg.norm(pts - centroid, axis=1).max())
+    pairs = _most_promising(pairs, pts, nrm, centroid, MAX_QUALITY_PAIRS)
+    eps = np.array([ferrari_canny(pts[[i, j]], -nrm[[i, j]], centroid, grip.friction, scale) for i, j in pairs])
+    good = eps > 0
+    if not good.any():
+        return [], f"instance {inst}: no contact pair is force closure"
+    pairs, eps = pairs[good], eps[good]
+    collider = _collider(loc)
+    support = loc.support
+    out = []
+    eps_max = float(eps.max())
+    pref = None if prefer is None else prefer.double().numpy()
+    for (i, j), e in zip(pairs, eps):
+        p1, p2 = pts[i], pts[j]
+        x = (p2 - p1) / np.linalg.norm(p2 - p1)
+        width = float(np.linalg.norm(p2 - p1))
+        opening = grip.opening_for(width)
+        mid = (p1 + p2) / 2
+        if box is not None and not bool(np.all((mid >= box[0]) & (mid <= box[1]))):
+            continue
+        # approach directions around the closing axis, best aligned first; the first free one is this pair's grasp
+        helper = np.array([0.0, 0.0, 1.0]) if abs(x[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+        b1 = np.cross(x, helper)
+        b1 /= np.linalg.norm(b1)
+        b2 = np.cross(x, b1)
+        angles = np.radians(np.arange(0, 360, APPROACH_STEP_DEG))
+        zs = np.cos(angles)[:, None] * b1 + np.sin(angles)[:, None] * b2  # [A, 3]
+        align = np.ones(len(zs)) if pref is None else zs @ pref
+        for a in np.argsort(-align, kind="stable"):
+            if pref is not None and align[a] < cos_tol:
+                break
+            z = zs[a]
+            pose = np.eye(4)
+            pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, np.cross(z, x), z, mid
+            if _collides(collider, support, grip, pose, opening):
+                continue
+            centring = math.exp(-float(np.sum((mid - centroid) ** 2)) / (2 * CENTRING_SIGMA ** 2))
+            anti = math.degrees(max(_angle(x, -nrm[i]), _angle(-x, -nrm[j])))
+            scores = {"epsilon": float(e), "epsilon_rel": float(e) / eps_max, "centring": centring,
+                      "alignment": float(align[a]), "antipodal_deg": anti, "force_closure": True}
+            total = (WEIGHTS["epsilon"] * scores["epsilon_rel"] + WEIGHTS["centring"] * centring
+                     + WEIGHTS["alignment"] * max(float(align[a]), 0.0))
+            out.append(Grasp(torch.from_numpy(pose).float(), width, opening,
+                             torch.from_numpy(np.stack([p1, p2])).float(), total, scores, text, grip.name, inst))
+            break
+    if not out:
+        return [], f"instance {inst}: every force-closure grasp collides with the scene or leaves the " \
+                   "approach/workspace limits"
+    return out, ""
+
+
+def antipodal_pairs(pts: np.ndarray, nrm: np.ndarray, mu: float, max_width: float, seeds: int, rng,
+                    min_width: float = 0.002, perturb: int = 2) -> np.ndarray:
+    """[K, 2] indices (i, j) of contact pairs on a surface (points [P, 3], outward normals [P, 3]): from each seed
+    i, the closing line runs along -n_i (and ``perturb`` random directions within half the friction cone) and j
+    is the first surface point met along it (sampled every point spacing, nearest point within 1.5 spacings, via a
+    k-d tree) whose normal faces along it; both contacts must have the line inside their friction cones."""
+    from scipy.spatial import cKDTree
+
+    n = len(pts)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    tree = cKDTree(pts)
+    spacing = float(np.median(tree.query(pts, k=2)[0][:, 1]))
+    cone = math.atan(mu)
+    pick = rng.choice(n, size=min(seeds, n), replace=False)
+    src = np.repeat(pick, perturb + 1)
+    dirs = -nrm[src]
+    for r in range(perturb):  # tilted copies of each seed's normal, inside half its friction cone
+        rows = np.arange(len(pick)) * (perturb + 1) + r + 1
+        perp = rng.normal(size=(len(rows), 3))
+        perp -= (perp * dirs[rows]).sum(1, keepdims=True) * dirs[rows]
+        perp /= np.maximum(np.linalg.norm(perp, axis=1, keepdims=True), 1e-12)
+        tilted = dirs[rows] + math.tan(cone / 2) * rng.uniform(0, 1, (len(rows), 1)) * perp
+        dirs[rows] = tilted / np.linalg.norm(tilted, axis=1, keepdims=True)
+    ts = np.arange(min_width + spacing, max_width, spacing)  # [T]
+    if len(ts) == 0:
+        return np.zeros((0, 2), np.int64)
+    samples = pts[src][:, None, :] + ts[None, :, None] * dirs[:, None, :]  # [R, T, 3]
+    dist, j = tree.query(samples.reshape(-1, 3), k=1, distance_upper_bound=1.5 * spacing)
+    found = np.isfinite(dist).reshape(len(src), len(ts))
+    j = np.where(found.reshape(-1), j, 0).reshape(len(src), len(ts))
+    faces = found & ((nrm[j] * dirs[:, None, :]).sum(-1) > math.cos(cone))
+    hit = faces.any(1)
+    first = faces.argmax(1)
+    i_idx, j_idx = src[hit], j[hit, first[hit]]
+    line = pts[j_idx] - pts[i_idx]
+    length = np.linalg.norm(line, axis=1)
+    ok = (length > min_width) & (length < max_width)
+    line = line / np.maximum(length[:, None], 1e-12)
+    ok &= ((line * -nrm[i_idx]).sum(1) >= math.cos(cone)) & ((-line * -nrm[j_idx]).sum(1) >= math.cos(cone))
+    return np.unique(np.stack([i_idx[ok], j_idx[ok]], 1).astype(np.int64).reshape(-1, 2), axis=0)
+
+
+def _most_promising(pairs: np.ndarray, pts: np.ndarray, nrm: np.ndarray, centroid: np.ndarray, n: int
+                    ) -> np.ndarray:
+    """At most ``n`` pairs, preferring small antipodal angles and midpoints near the centroid (what epsilon and
+    the ranking reward), spread over the surface by taking every k-th of that order."""
+    if len(pairs) <= n:
+        return pairs
+    line = pts[pairs[:, 1]] - pts[pairs[:, 0]]
+    line /= np.linalg.norm(line, axis=1, keepdims=True)
+    anti = np.maximum(np.arccos(np.clip((line * -nrm[pairs[:, 0]]).sum(1), -1, 1)),
+                      np.arccos(np.clip((-line * -nrm[pairs[:, 1]]).sum(1), -1, 1)))
+    off = np.linalg.norm((pts[pairs[:, 0]] + pts[pairs[:, 1]]) / 2 - centroid, axis=1)
+    order = np.argsort(anti / math.radians(10) + off / CENTRING_SIGMA)
+    return pairs[order[:2 * n:2]] if len(order) >= 2 * n else pairs[order[:n]]
+
+
+def _collider(loc: Located) -> SceneCollider | None:
+    s = loc.surroundings
+    if s is None or s.mesh_vertices is None or len(s.mesh_triangles) == 0:
+        return None
+    return SceneCollider([(s.mesh_vertices.double().numpy(), s.mesh_triangles.numpy())])
+
+
+def _collides(collider: SceneCollider | None, support, grip: ParallelJaw, pose: np.ndarray, opening: float) -> bool:
+    for back in (0.0,) + RETREAT:
+        p = pose.copy()
+        p[:3, 3] = pose[:3, 3] - back * pose[:3, 2]
+        if support is not None and _below_plane(support, grip, p, opening):
+            return True
+        if collider is not None and collider.gripper_collides(grip, p, opening) is not None:
+            return True
+    return False
+
+
+def _below_plane(support, grip: ParallelJaw, pose: np.ndarray, opening: float) -> bool:
+    """Whether any corner of a gripper box goes through the support (a solid below its plane)."""
+    n, d = support.normal.double().numpy(), float(support.offset)
+    R, t = pose[:3, :3], pose[:3, 3]
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+    for _, c, e in grip.boxes(opening):
+        corners = (c + signs * e / 2) @ R.T + t
+        if float((corners @ n + d).min()) < 0.0:
+            return True
+    return False
+
+
+def _distinct(grasps: list[Grasp], k: int, dist: float = 0.01, deg: float = 15.0) -> list[Grasp]:
+    """The best grasp per place: later ones within ``dist`` and ``deg`` of the closing axis of a kept one are the
+    same contacts from another approach, and the top k should offer different contacts."""
+    keep: list[Grasp] = []
+    for g in grasps:
+        if all(float((g.position - h.position).norm()) > dist or
+               _angle(g.closing.double().numpy(), h.closing.double().numpy()) > math.radians(deg) for h in keep):
+            keep.append(g)
+        if len(keep) == k:
+            break
+    return keep
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> float:
+    c = float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+    return math.acos(max(-1.0, min(1.0, c)))
+
+
+def _approach_vector(approach, up: Tensor) -> Tensor | None:
+    if isinstance(approach, str):
+        key = approach.strip().lower()
+        if key == "any":
+            return None
+        if key == "top":
+            return -up.float()
+        raise ConfigError(f"approach must be 'any', 'top' or a vector x,y,z, not {approach!r}")
+    v = torch.as_tensor(list(approach), dtype=torch.float32)
+    if v.shape != (3,) or not bool(torch.isfinite(v).all()) or float(v.norm()) < 1e-9:
+        raise ConfigError(f"an approach vector is three finite numbers, not all zero: {list(approach)}")
+    return v / v.norm()
+
+
+def _check_workspace(workspace):
+    if workspace is None:
+        return None
+    try:
+        lo, hi = (np.asarray(w, float).reshape(3) for w in workspace)
+    except (TypeError, ValueError):
+        raise ConfigError(f"a workspace is two points lo, hi of three numbers each, not {workspace!r}") from None
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
+        raise ConfigError(f"workspace must have lo < hi on every axis: {lo.tolist()} .. {hi.tolist()}")
+    return lo, hi
+
+
+def _up(field: FeatureField) -> Tensor:
+    from .geometry import camera_up
+
+    return camera_up(torch.stack([v.c2w for v in field.views("train")]).cpu())

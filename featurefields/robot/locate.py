@@ -1,0 +1,218 @@
+"""``field.locate("red mug")``: every instance of what a phrase names, as metric geometry a robot can act on.
+
+1. Which elements: every element's own feature scored against the phrase (LERF relevancy with the field's usual
+   negatives, so "mug" keeps its handle and "mug handle" is only the handle); opaque ones above the threshold.
+2. How many: connected components of those elements (a kNN graph cut at twice their typical spacing), so two
+   mugs give two entries; specks (fewer than ``min_fraction`` of the biggest and than ``min_elements``) are noise.
+3. Where exactly: each instance's box (plus a margin) is fused from the views that see it best into a fine surface
+   (``FeatureField.surface_points`` with a region, 2.5 mm), the surface points are scored again by the field's
+   features at those points, and the instance keeps the relevant ones near its elements. Its surroundings (the
+   support, neighbours within a gripper's reach) are fused coarser (5 mm): what grasps must not collide with.
+4. What shape: the support it stands on (RANSAC plane under it), its unseen underside completed by its footprint
+   on that plane, then centroid (area-weighted, of the completed surface), an upright oriented box and extent.
+
+Everything is in the field's metric world frame. The surroundings (support, neighbours) stay with each result,
+for collision checks.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..fields.base import FeatureField, SurfacePoints, View
+from ..query.selection import Selection, components
+from .geometry import OrientedBox, Plane, camera_up, fit_support_plane, footprint_fill, upright_box
+
+DEFAULT_VOXEL = 0.0025  # metres: the fused surface a grasp is planned on
+CONTEXT_VOXEL = 0.005  # metres: the surroundings, for collisions and the support plane
+DEFAULT_MAX_VIEWS = 10  # training views fused per instance: the ones that see it best
+MARGIN = 0.02  # metres around an instance's elements fused finely (its surface may lie a little outside them)
+CONTEXT = 0.12  # metres of surroundings fused around an instance (a gripper's reach around it)
+RESTS_ON = 0.01  # metres: a plane this close below an instance's lowest visible point may be what it stands on
+HIDDEN_FOOTPRINT = 0.3  # ... and it does if less than this fraction of the plane under it is seen
+
+
+@dataclass
+class Located:
+    """One instance of a query, world frame, metres."""
+
+    query: str
+    points: Tensor  # [M, 3] its visible surface points
+    normals: Tensor  # [M, 3] outward unit normals
+    centroid: Tensor  # [3] area-weighted centroid of the surface completed by its footprint on the support
+    box: OrientedBox  # upright when it stands on a support (axes: columns of box.rotation; the third is up)
+    score: float  # mean relevancy of its points (0.5: barely beats every negative; 1: certain)
+    selection: Selection  # the field's elements (Gaussians) it is made of
+    support: Plane | None  # what it stands on (None: not resting on a plane, e.g. a part such as a handle)
+    surroundings: SurfacePoints = dc_field(repr=False)  # the surface around it, itself included (5 mm)
+    timings: dict = dc_field(default_factory=dict)
+
+    @property
+    def extent(self) -> Tensor:  # [3] side lengths of the box
+        return self.box.extent
+
+    @property
+    def obb(self):
+        """The box as an open3d OrientedBoundingBox."""
+        return self.box.to_open3d()
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "centroid": self.centroid.tolist(), "box": self.box.to_dict(),
+                "extent": self.extent.tolist(), "score": self.score, "num_points": len(self.points),
+                "num_elements": self.selection.count,
+                "support": None if self.support is None else {"normal": self.support.normal.tolist(),
+                                                              "offset": self.support.offset}}
+
+
+class LocateResult(list):
+    """A list of :class:`Located`, best first; when empty, ``reason`` says why."""
+
+    def __init__(self, items=(), reason: str = ""):
+        super().__init__(items)
+        self.reason = reason
+
+
+@torch.no_grad()
+def locate(field: FeatureField, text: str, *, negatives="auto", teacher: str | None = None,
+           threshold: float = 0.5, min_opacity: float = 0.3, min_elements: int = 30, min_fraction: float = 0.05,
+           voxel: float = DEFAULT_VOXEL, views: str = "train", max_views: int = DEFAULT_MAX_VIEWS,
+           up: Tensor | None = None) -> LocateResult:
+    """Every instance of ``text`` in the field, best score first (see the module docstring for the method).
+
+    ``up``: the world's up direction (default: as the training cameras hold it). An empty result carries the
+    reason (nothing relevant, or only specks)."""
+    t0 = time.perf_counter()
+    eng = field.engine
+    rel3 = eng.relevancy_3d(text, negatives=negatives, teacher=teacher)
+    opac = field.element_opacities().cpu()
+    score = rel3.combined.cpu()
+    chosen = (score > threshold) & (opac >= min_opacity)
+    if not bool(chosen.any()):
+        return LocateResult(reason=f"nothing in the field is {text!r}: no element scores above {threshold} (best "
+                                   f"{float(score.max()):.2f}; negatives: {', '.join(rel3.negatives)})")
+    pos = field.element_positions().cpu()
+    idx = chosen.nonzero()[:, 0]
+    labels, _ = components(pos[idx])
+    sizes = np.bincount(labels)
+    keep = [c for c in np.argsort(-sizes) if sizes[c] >= max(min_elements, min_fraction * sizes.max())]
+    if not keep:
+        return LocateResult(reason=f"only specks of {text!r} (at most {int(sizes.max())} elements together, fewer "
+                                   f"than {min_elements})")
+    view_list = field.views(views)
+    up = camera_up(torch.stack([v.c2w for v in view_list]).cpu()) if up is None else up.float() / up.norm()
+    t_select = time.perf_counter() - t0
+    out = []
+    for c in keep:
+        members = idx[torch.from_numpy(labels == c)]
+        loc = _one_instance(field, text, members, pos, opac, score, view_list, up, rel3.positives, rel3.negatives,
+                            negatives, teacher, threshold, voxel, max_views)
+        if loc is not None:
+            loc.timings["select_s"] = t_select
+            out.append(loc)
+    if not out:
+        return LocateResult(reason=f"{text!r}: its elements were found, but no fused surface point of them is "
+                                   "relevant (the field's features at its surface disagree)")
+    out.sort(key=lambda r: -r.score)
+    return LocateResult(out)
+
+
+def _one_instance(field, text, members: Tensor, pos: Tensor, opac: Tensor, score: Tensor, view_list: list[View],
+                  up: Tensor, positives, negs, negatives, teacher, threshold, voxel, max_views) -> Located | None:
+    from scipy.spatial import cKDTree
+
+    t0 = time.perf_counter()
+    body = pos[members]
+    lo, hi = body.min(0).values, body.max(0).values
+    best = _best_views(view_list, (lo + hi) / 2, max_views)
+    fine = field.surface_points(views=best, voxel=voxel, region=(lo - MARGIN, hi + MARGIN))
+    surr = field.surface_points(views=best, voxel=max(voxel, CONTEXT_VOXEL), region=(lo - CONTEXT, hi + CONTEXT),
+                                with_mesh=True)
+    t_fuse = time.perf_counter() - t0
+    if len(fine) == 0:
+        return None
+    rel = field.engine.relevancy_points(positives, fine.points, negatives=negs, teacher=teacher,
+                                        blur=voxel).combined.cpu()
+    near, _ = cKDTree(body.double().numpy()).query(fine.points.double().numpy(), k=1,
+                                                   distance_upper_bound=4 * voxel + _spacing(body))
+    mine = (rel > threshold) & torch.from_numpy(np.isfinite(near))
+    if int(mine.sum()) < 10:
+        return None
+    pts, nrm = fine.points[mine], fine.normals[mine]
+    bottom = float((pts @ up).min())
+    others = _away_from(surr.points, pts, 2 * max(voxel, CONTEXT_VOXEL))
+    support = fit_support_plane(surr.points[others], surr.normals[others], up, below=bottom + RESTS_ON)
+    fill = footprint_fill(pts, support, voxel) if support is not None else pts.new_zeros(0, 3)
+    if support is not None and not _rests_on(support, torch.cat([pts, body]), fill, surr.points[others],
+                                             max(voxel, CONTEXT_VOXEL)):
+        support, fill = None, pts.new_zeros(0, 3)
+    completed = torch.cat([pts, fill])
+    box = upright_box(completed, support.normal if support is not None else up,
+                      bottom=None if support is None else -support.offset)
+    sel = torch.zeros(len(pos), dtype=torch.bool)
+    sel[members] = True
+    return Located(query=text, points=pts, normals=nrm, centroid=completed.mean(0), box=box,
+                   score=float(rel[mine].mean()), selection=Selection(sel), support=support, surroundings=surr,
+                   timings={"fuse_s": t_fuse, "instance_s": time.perf_counter() - t0})
+
+
+def _best_views(views: list[View], target: Tensor, k: int) -> list[View]:
+    """The ``k`` views that see ``target`` most squarely and from closest (score: cos(off-axis angle) / distance),
+    spread out: each next pick must differ in direction from those taken by at least 15 degrees when possible."""
+    if len(views) <= k:
+        return views
+    scored = []
+    for v in views:
+        to = target.float() - v.c2w[:3, 3].float().cpu()
+        dist = float(to.norm())
+        fwd = v.c2w[:3, 2].float().cpu()
+        cosang = float(fwd @ to) / max(dist, 1e-9)
+        scored.append((cosang / max(dist, 1e-6), v, to / max(dist, 1e-9)))
+    scored.sort(key=lambda s: -s[0])
+    picked: list = []
+    for s, v, d in scored:
+        if s <= 0:
+            continue
+        if all(float(d @ e) < np.cos(np.deg2rad(15)) for _, _, e in picked):
+            picked.append((s, v, d))
+        if len(picked) == k:
+            break
+    for item in scored:  # not enough distinct directions: fill up with the best remaining ones
+        if len(picked) == k:
+            break
+        if all(item[1] is not p[1] for p in picked) and item[0] > 0:
+            picked.append(item)
+    return [v for _, v, _ in picked]
+
+
+def _rests_on(plane: Plane, pts: Tensor, fill: Tensor, others: Tensor, spacing: float) -> bool:
+    """Whether an instance stands on ``plane``: some of it (its surface points or its elements, which reach into
+    what no camera sees, such as the underside of a ball) comes within RESTS_ON of the plane, and the plane under
+    its footprint is hidden from the views (the instance covers it). A mug's handle or a bottle's neck does not
+    stand on the table: both stay centimetres above it."""
+    if len(fill) == 0 or float(plane.distance(pts).min()) > RESTS_ON:
+        return False
+    if len(others) == 0:
+        return True
+    seen = ~_away_from(fill, others, 1.5 * spacing)
+    return float(seen.float().mean()) < HIDDEN_FOOTPRINT
+
+
+def _away_from(points: Tensor, body: Tensor, dist: float) -> Tensor:
+    """[P] bool: points farther than ``dist`` from every point of ``body``."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(body.double().numpy()).query(points.double().numpy(), k=1, distance_upper_bound=dist)
+    return torch.from_numpy(~np.isfinite(d))
+
+
+def _spacing(points: Tensor) -> float:
+    from scipy.spatial import cKDTree
+
+    if len(points) < 2:
+        return 0.0
+    d, _ = cKDTree(points.double().numpy()).query(points.double().numpy(), k=2)
+    return float(np.median(d[:, 1]))
