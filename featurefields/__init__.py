@@ -2,7 +2,8 @@
 
 The public API, in pipeline order: load a scene, pick teachers, train a field, render it, query it, export it.
 ``featurefields.load(path)`` gives a trained field (:class:`FeatureField`) in its scene's metric world frame: what
-robots, the viewer and the query engine all use.
+robots, the viewer and the query engine all use; ``field.locate("mug")`` and ``field.grasps("mug",
+gripper=ff.PANDA)`` answer where a thing is and how to pick it up.
 """
 from .data import Cameras, SceneData, load_scene
 from .errors import ConfigError, DataError, FFError
@@ -14,6 +15,7 @@ from .fields.rendering import render_field
 from .query.engine import QueryEngine
 from .query.relevancy import QueryError, lerf_relevancy
 from .query.selection import Selection
+from .robot import PANDA, ROBOTIQ_2F85, Grasp, Located, ParallelJaw, load_gripper
 from .teachers import available_teachers, make_teacher
 from .train.checkpoint import load_checkpoint
 from .train.config import TrainConfig
@@ -22,8 +24,9 @@ from .train.trainer import Trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cameras", "ConfigError", "DataError", "FFError", "FeatureField", "FeatureLayout", "GaussianField", "PointQuery",
-    "QueryEngine", "QueryError", "SceneData", "Selection", "SurfacePoints", "TrainConfig", "Trainer", "View",
-    "available_teachers", "field_from_ply", "lerf_relevancy", "load", "load_checkpoint", "load_scene",
-    "make_teacher", "read_ply", "render_field", "write_ply",
+    "PANDA", "ROBOTIQ_2F85", "Cameras", "ConfigError", "DataError", "FFError", "FeatureField", "FeatureLayout",
+    "GaussianField", "Grasp", "Located", "ParallelJaw", "PointQuery", "QueryEngine", "QueryError", "SceneData",
+    "Selection", "SurfacePoints", "TrainConfig", "Trainer", "View", "available_teachers", "field_from_ply",
+    "lerf_relevancy", "load", "load_checkpoint", "load_gripper", "load_scene", "make_teacher", "read_ply",
+    "render_field", "write_ply",
 ]

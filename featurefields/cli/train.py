@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-loss", choices=["cosine", "l1"], default=d.feature_loss)
     p.add_argument("--feature-samples", type=int, default=d.feature_samples,
                    help="teacher pixels per step in the feature loss; 0 = all (default %(default)s)")
+    p.add_argument("--feature-balance", type=float, default=d.feature_balance,
+                   help="share of those pixels spread evenly over the teacher's feature clusters, so small parts "
+                        "(a mug's handle) are learned too; 0 = uniform (default %(default)s)")
     p.add_argument("--depth-weight", type=float, default=None,
                    help="weight of a relative L1 loss to the scene's metric depth maps, when it has them (RGB-D "
                         f"sequences, generated scenes); 0 turns it off (default {DEFAULT_DEPTH_WEIGHT:g})")
@@ -148,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                         ("--eval-every", args.eval_every)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, not {value}")
+    if not 0.0 <= args.feature_balance <= 1.0:
+        raise ConfigError(f"--feature-balance must be between 0 and 1, not {args.feature_balance}")
     if args.downscale < 1:
         raise ConfigError(f"--downscale must be >= 1, not {args.downscale}")
     out = args.out or str(Path("outputs") / (Path(args.scene).resolve().name or "scene"))
@@ -156,7 +161,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       teacher_device=args.teacher_device, latent_dim=args.latent_dim,
                       decoder_hidden=args.decoder_hidden, feature_view_degree=args.feature_view_degree,
                       feature_loss=args.feature_loss,
-                      feature_samples=args.feature_samples,
+                      feature_samples=args.feature_samples, feature_balance=args.feature_balance,
                       feature_moves_geometry=args.feature_moves_geometry, depth_weight=args.depth_weight,
                       downscale=args.downscale,
                       max_size=args.max_size, eval_every=args.eval_every, stride=args.stride,

@@ -139,6 +139,16 @@ def upright_box(points: Tensor, up: Tensor, bottom: float | None = None) -> Orie
                        torch.tensor([float(w), float(l), hi_h - lo_h]).float())
 
 
+def is_round(points: Tensor, up: Tensor) -> bool:
+    """Whether the footprint of ``points`` [P, 3] on the plane normal to ``up`` is round (no yaw of its own)."""
+    import cv2
+
+    e1, e2 = plane_basis(up / up.norm())
+    uv = torch.stack([points @ e1, points @ e2], -1).double().numpy().astype(np.float32)
+    (_, _), (w, l), _ = cv2.minAreaRect(uv)
+    return _round_footprint(uv, w * l)
+
+
 def _round_footprint(uv: np.ndarray, best_area: float) -> bool:
     """Whether every yaw gives (nearly) the smallest footprint rectangle: then the yaw means nothing."""
     worst = 0.0

@@ -8,14 +8,16 @@
    (``FeatureField.surface_points`` with a region, 2.5 mm), the surface points are scored again by the field's
    features at those points, and the instance keeps the relevant ones near its elements. Its surroundings (the
    support, neighbours within a gripper's reach) are fused coarser (5 mm): what grasps must not collide with.
-4. What shape: the support it stands on (RANSAC plane under it), its unseen underside completed by its footprint
-   on that plane, then centroid (area-weighted, of the completed surface), an upright oriented box and extent.
+4. What shape: the support it stands on (RANSAC plane under it), its unseen underside completed by the part of
+   its footprint on that plane that no view sees and by the part of its convex hull that every view finds
+   hidden (space carving), then centroid (area-weighted, of the completed surface), an upright box and extent.
 
 Everything is in the field's metric world frame. The surroundings (support, neighbours) stay with each result,
 for collision checks.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field as dc_field
 
@@ -32,8 +34,11 @@ CONTEXT_VOXEL = 0.005  # metres: the surroundings, for collisions and the suppor
 DEFAULT_MAX_VIEWS = 10  # training views fused per instance: the ones that see it best
 MARGIN = 0.02  # metres around an instance's elements fused finely (its surface may lie a little outside them)
 CONTEXT = 0.12  # metres of surroundings fused around an instance (a gripper's reach around it)
-RESTS_ON = 0.01  # metres: a plane this close below an instance's lowest visible point may be what it stands on
-HIDDEN_FOOTPRINT = 0.3  # ... and it does if less than this fraction of the plane under it is seen
+TOUCHES = 0.007  # metres: an instance whose surface comes this close to a plane under it stands on it
+RESTS_ON = 0.015  # metres: ... and one whose elements come this close does if the plane under its centre is hidden
+UNDER_CENTRE = 0.01  # metres: "right under its centre"
+SUPPORT_CLIP = 0.003  # metres: points this far below the support of what stands on it are artefacts
+ON_PLANE = 0.004  # metres: up-facing points this close to the support are the support
 
 
 @dataclass
@@ -142,14 +147,29 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, opac: Tensor, score
     if int(mine.sum()) < 10:
         return None
     pts, nrm = fine.points[mine], fine.normals[mine]
-    bottom = float((pts @ up).min())
-    others = _away_from(surr.points, pts, 2 * max(voxel, CONTEXT_VOXEL))
+    spacing = max(voxel, CONTEXT_VOXEL)
+    others = _away_from(surr.points, pts, 2 * spacing)
+    bottom = float(torch.quantile(pts @ up, 0.05))  # robust: a few artefacts may lie below the support
     support = fit_support_plane(surr.points[others], surr.normals[others], up, below=bottom + RESTS_ON)
-    fill = footprint_fill(pts, support, voxel) if support is not None else pts.new_zeros(0, 3)
-    if support is not None and not _rests_on(support, torch.cat([pts, body]), fill, surr.points[others],
-                                             max(voxel, CONTEXT_VOXEL)):
-        support, fill = None, pts.new_zeros(0, 3)
-    completed = torch.cat([pts, fill])
+    fill = pts.new_zeros(0, 3)
+    if support is not None:
+        # nothing of an object standing on a plane is visible below it: what fused there is an artefact (the
+        # underside of a thin book blended into the table), and it would drag the centroid and box down
+        # ... and what lies on the plane facing up is the plane itself (the table around a box, scored as the box
+        # by the blur of the features at the points), not the object
+        dist = support.distance(pts)
+        keep = (dist > -SUPPORT_CLIP) & ~((dist < ON_PLANE) & (nrm @ support.normal > 0.9))
+        if int(keep.sum()) < 10:
+            return None
+        pts, nrm = pts[keep], nrm[keep]
+        hidden = footprint_fill(pts, support, voxel)
+        if len(others.nonzero()):
+            hidden = hidden[_away_from(hidden, surr.points[others], 1.5 * spacing)]
+        if _rests_on(support, pts, body, hidden):
+            fill = hidden  # the unseen underside, completed by the part of its footprint no view sees
+        else:
+            support = None
+    completed = torch.cat([pts, fill, _unseen_hull(field, pts, fill, best, voxel)])
     box = upright_box(completed, support.normal if support is not None else up,
                       bottom=None if support is None else -support.offset)
     sel = torch.zeros(len(pos), dtype=torch.bool)
@@ -188,17 +208,66 @@ def _best_views(views: list[View], target: Tensor, k: int) -> list[View]:
     return [v for _, v, _ in picked]
 
 
-def _rests_on(plane: Plane, pts: Tensor, fill: Tensor, others: Tensor, spacing: float) -> bool:
-    """Whether an instance stands on ``plane``: some of it (its surface points or its elements, which reach into
-    what no camera sees, such as the underside of a ball) comes within RESTS_ON of the plane, and the plane under
-    its footprint is hidden from the views (the instance covers it). A mug's handle or a bottle's neck does not
-    stand on the table: both stay centimetres above it."""
-    if len(fill) == 0 or float(plane.distance(pts).min()) > RESTS_ON:
-        return False
-    if len(others) == 0:
+def _rests_on(plane: Plane, pts: Tensor, body: Tensor, hidden: Tensor) -> bool:
+    """Whether an instance stands on ``plane``. It does if its surface or its elements come within TOUCHES of it;
+    or if its elements (which reach into what no camera sees, such as a ball's underside) come within RESTS_ON
+    and the plane right under its centre is hidden (``hidden``: the footprint points no view sees). A mug's
+    handle, 1.8 cm above the table, or a bottle's neck do not stand on the table."""
+    def low(x: Tensor) -> float:
+        d = plane.distance(x)
+        d = d[d > -SUPPORT_CLIP]
+        return float(d.min()) if len(d) else math.inf
+
+    if min(low(pts), low(body)) <= TOUCHES:
         return True
-    seen = ~_away_from(fill, others, 1.5 * spacing)
-    return float(seen.float().mean()) < HIDDEN_FOOTPRINT
+    if low(body) > RESTS_ON or len(hidden) == 0:
+        return False
+    centre = plane.project(pts.mean(0, keepdim=True))
+    return float((hidden - centre).norm(dim=-1).min()) <= UNDER_CENTRE
+
+
+def _unseen_hull(field: FeatureField, pts: Tensor, fill: Tensor, views: list[View], voxel: float) -> Tensor:
+    """The surface no view sees, completed: samples of the convex hull of what is seen that lie away from the
+    seen surface and that every view finds hidden (behind the rendered depth, or out of frame). A ball's lower
+    third, seen by no camera above the table, is completed by its hull; a bowl's opening, a mug's mouth and the
+    table inside a banana's curve are seen as free space by the views and carved away (space carving of the
+    hull). [U, 3], one sample per voxel of hull area."""
+    import trimesh
+    from scipy.spatial import QhullError
+
+    from ..fields.views import region_view
+
+    seen = torch.cat([pts, fill])
+    try:
+        hull = trimesh.convex.convex_hull(seen.double().numpy())
+    except (QhullError, ValueError):
+        return pts.new_zeros(0, 3)
+    n = int(min(hull.area / voxel ** 2, 200_000))
+    if n < 1:
+        return pts.new_zeros(0, 3)
+    samples = torch.from_numpy(np.asarray(trimesh.sample.sample_surface(hull, n, seed=0)[0])).float()
+    cand = samples[_away_from(samples, seen, 2 * voxel)]
+    lo, hi = seen.min(0).values, seen.max(0).values
+    keep = torch.ones(len(cand), dtype=torch.bool)
+    for view in views:
+        if not bool(keep.any()):
+            break
+        crop = region_view(view, lo, hi)
+        if crop is None:
+            continue
+        out = field.render(crop, with_features=False)
+        w2c = torch.linalg.inv(crop.c2w.float())
+        cam = cand @ w2c[:3, :3].T + w2c[:3, 3]
+        z = cam[:, 2]
+        uv = cam[:, :2] / z.clamp_min(1e-6)[:, None] @ crop.K[:2, :2].float().T + crop.K[:2, 2].float()
+        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        inside = (z > 1e-3) & (u >= 0) & (v >= 0) & (u < crop.width) & (v < crop.height)
+        alpha = out.alpha.reshape(crop.height, crop.width).cpu()
+        depth = out.depth.reshape(crop.height, crop.width).cpu() / alpha.clamp_min(1e-6)  # where it stops
+        uc, vc = u.clamp(0, crop.width - 1), v.clamp(0, crop.height - 1)
+        free = inside & ((alpha[vc, uc] < 0.5) | (depth[vc, uc] > z + 2 * voxel))
+        keep &= ~free
+    return cand[keep]
 
 
 def _away_from(points: Tensor, body: Tensor, dist: float) -> Tensor:

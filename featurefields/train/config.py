@@ -57,6 +57,7 @@ class TrainConfig:
     # where the scene has them; 0: off)
     feature_loss: str = "cosine"  # cosine | l1
     feature_samples: int = 4096  # random teacher pixels per step for the feature loss (0: all)
+    feature_balance: float = 0.0  # share of them spread evenly over the teacher's feature clusters (train/balance)
     feature_moves_geometry: bool = False
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)

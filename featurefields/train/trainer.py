@@ -32,6 +32,7 @@ from ..teachers.segments import segment_ids
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULT_DEPTH_WEIGHT, TrainConfig
+from .balance import FeatureCodes, balanced_sample
 from .grouping import grouping_gap, grouping_loss, sample_pixels
 from .losses import cosine_map, depth_loss, feature_loss, linear_cosine_loss, psnr, rgb_loss, ssim
 
@@ -45,11 +46,17 @@ class TeacherTargets:
     teacher: Teacher
     outputs: list[TeacherOutput]  # one per frame of the scene (float16, memory-mapped from the cache)
     _valid: dict = field(default_factory=dict)  # frame -> flat indices of its valid pixels [V] (computed once)
+    _codes: FeatureCodes | None = None  # feature clusters, for balanced feature-loss samples (built on first use)
 
     def valid_pixels(self, i: int) -> Tensor:
         if i not in self._valid:
             self._valid[i] = torch.as_tensor(self.outputs[i].valid).reshape(-1).nonzero()[:, 0]
         return self._valid[i]
+
+    def codes(self, i: int, frames: list[int], seed: int) -> Tensor:  # [h*w] feature cluster per pixel
+        if self._codes is None:
+            self._codes = FeatureCodes(self.outputs, frames, seed=seed)
+        return self._codes.codes(i)
 
     @property
     def is_mask(self) -> bool:
@@ -251,7 +258,8 @@ class Trainer:
             return out.rgb.sum() * 0
         n = self.cfg.feature_samples
         if 0 < n < len(valid):
-            valid = valid[torch.randint(len(valid), (n,), generator=gen)]
+            codes = t.codes(i, self.scene.train_idx, self.cfg.seed) if self.cfg.feature_balance > 0 else None
+            valid = balanced_sample(valid, codes, n, self.cfg.feature_balance, gen)
         # (index_select: several times faster than advanced indexing for gathering rows)
         feats = torch.index_select(torch.as_tensor(target.features).reshape(h * w, -1), 0, valid)
         feats = feats.to(self.device).float()

@@ -27,7 +27,7 @@ def test_ff_grasp_writes_world_frame_grasps_a_ply_and_a_picture(robot_oracle, tm
     assert data["located"][0]["num_points"] > 100
     mesh = o3d.io.read_triangle_mesh(str(out / "grasps.ply"))
     assert len(mesh.triangles) == 3 * 3 * 12  # three grasps, three boxes each
-    assert Image.open(out / "grasps.png").size[0] == 3 * 160
+    assert Image.open(out / "grasps.png").size[0] == 3 * 200  # three views of the 200x150 scene
     assert "3 grasps of 'can'" in capsys.readouterr().err
 
 
