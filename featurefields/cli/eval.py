@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ..errors import cli_entry
+from ..validate import arg, number
 from . import ArgParser
 
 EXAMPLES = """\
@@ -44,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="comma-separated labels (default: the objects of objects.json)")
     s.add_argument("--views", default=d.views, help="test | train | all | frame list (default: test)")
     s.add_argument("--negatives", default=d.negatives, help="scene (default) | auto | canonical | 'a; b'")
-    s.add_argument("--threshold", type=float, default=d.threshold, help="relevancy threshold (default 0.5)")
-    s.add_argument("--min-opacity", type=float, default=d.min_opacity,
+    s.add_argument("--threshold", type=arg(number, lo=0, hi=1), default=d.threshold,
+                   help="relevancy threshold (default 0.5)")
+    s.add_argument("--min-opacity", type=arg(number, lo=0, hi=1), default=d.min_opacity,
                    help="only Gaussians at least this opaque count, selected or ground truth (default %(default)s)")
-    s.add_argument("--dilation", type=float, default=d.dilation,
+    s.add_argument("--dilation", type=arg(number, lo=0, hi=10), default=d.dilation,
                    help="metres around a mesh that still count as the object (default %(default)s)")
+    s.add_argument("--2d-only", dest="only_2d", action="store_true",
+                   help="evaluate the 2D masks alone, for a scene without objects.json (no 3D ground truth); "
+                        "without it such a scene is refused rather than reported as passing on 2D alone")
     s.add_argument("--clean", action=argparse.BooleanOptionalAction, default=d.clean,
                    help="keep only the largest connected component of each selection (default: off)")
     s.add_argument("--lift", choices=["views", "features"], default=d.lift,
@@ -61,29 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..errors import ConfigError
-    from ..query import QueryEngine
     from ..query.evaluate import SegmentationConfig, evaluate_segmentation
+    from ..validate import text
+    from .query import engine_from_args, output_folder
 
-    if not (args.dilation >= 0 and math.isfinite(args.dilation)):
-        raise ConfigError(f"--dilation must be a non-negative number of metres, not {args.dilation}")
-    if not 0 <= args.min_opacity <= 1:
-        raise ConfigError(f"--min-opacity must be in [0, 1], not {args.min_opacity}")
-    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    labels = [x.strip() for x in text(args.labels, "--labels").split(",") if x.strip()] if args.labels else None
     cfg = SegmentationConfig(labels=labels, views=args.views, negatives=args.negatives, threshold=args.threshold,
                              min_opacity=args.min_opacity, dilation=args.dilation, clean=args.clean,
-                             lift=args.lift, teacher=args.teacher)
-    engine = QueryEngine.from_checkpoint(args.checkpoint, scene_root=args.scene)
+                             lift=args.lift, teacher=args.teacher, require_3d=not args.only_2d)
+    out = output_folder(args, None)
+    engine = engine_from_args(args, out)
     engine.text_teacher(args.teacher)  # a field that cannot answer text fails before any rendering
-    r = evaluate_segmentation(engine, cfg, args.out)
+    with out as folder:  # staged: segmentation.json and the grid appear together, or not at all
+        r = evaluate_segmentation(engine, cfg, folder)
     for lab, row in r["per_label"].items():
         extra = (f"  3D precision {row['precision_3d']:.3f} recall {row['recall_3d']:.3f}"
                  if "precision_3d" in row else "")
         print(f"{lab:>12}: IoU {row['iou']:.3f}{extra}")
     tail = (f", 3D precision {r['mean_precision_3d']:.3f}, recall {r['mean_recall_3d']:.3f}"
             if "mean_precision_3d" in r else "")
-    print(f"mean IoU {r['mean_iou']:.3f}{tail}; {'all targets met' if r['passed'] else 'some targets missed'}; "
-          f"{args.out}/segmentation.json", file=sys.stderr)
+    verdict = "all targets met" if r["passed"] else "some targets missed"
+    if "mean_precision_3d" not in r:
+        verdict = f"2D targets {'met' if r['passed'] else 'missed'} (3D not evaluated: no objects.json)"
+    print(f"mean IoU {r['mean_iou']:.3f}{tail}; {verdict}; {out.path}/segmentation.json", file=sys.stderr)
     return 0
 
 

@@ -51,6 +51,7 @@ DEFAULT_THRESHOLD = 0.5  # relevancy above it: the positive beats every negative
 DEFAULT_MIN_OPACITY = 0.3  # Gaussians below it are mostly see-through and carry poorly supervised features
 DEFAULT_SIMILARITY = 0.8  # cosine to a prompt's reference feature above which a pixel/Gaussian belongs to it
 MIN_ALPHA = 0.05  # pixels the field barely covers have no feature to speak of: relevancy 0 there
+MAX_NOVEL_VIEWS = 1000  # views one call renders at most (novel:N, frame lists): bounded work, never a hang
 
 
 @dataclass
@@ -127,6 +128,7 @@ class QueryEngine:
         self.train_config = dict(train_config or {})
         self._scene = scene
         self.scene_root = Path(scene_root) if scene_root is not None else (scene.root if scene is not None else None)
+        self.scene_given = scene_root is not None  # chosen by the caller (--scene), not recorded in a checkpoint
         wfs = world_from_scene if world_from_scene is not None else (
             scene.world_from_scene if scene is not None else torch.eye(4))
         self.world_from_scene = torch.as_tensor(wfs, dtype=torch.float32)
@@ -139,17 +141,19 @@ class QueryEngine:
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
                         teachers: dict[str, Teacher] | None = None, scene: SceneData | None = None,
                         scene_root: str | Path | None = None) -> "QueryEngine":
-        state = load_checkpoint(path)
+        state = load_checkpoint(path)  # validated: shapes agree, values finite, decoder fits the layout
         try:
             field = GaussianField.from_state(state["field"]).to(device)
         except (KeyError, RuntimeError, TypeError) as e:
             raise DataError(f"{path}: checkpoint holds no usable field ({type(e).__name__}: {e})") from None
-        info = state.get("scene", {})
-        return cls(field, teachers=teachers, teacher_records=state.get("teachers", []),
-                   train_config=state.get("config", {}), scene=scene,
-                   scene_root=scene_root if scene_root is not None else info.get("root"),
-                   world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
-                   source=str(path))
+        info = state.get("scene") or {}
+        engine = cls(field, teachers=teachers, teacher_records=state.get("teachers") or [],
+                     train_config=state.get("config") or {}, scene=scene, scene_root=scene_root,
+                     world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
+                     source=str(path))
+        if scene_root is None and scene is None and info.get("root"):
+            engine.scene_root = Path(info["root"])
+        return engine
 
     @property
     def teacher_names(self) -> list[str]:
@@ -189,6 +193,8 @@ class QueryEngine:
             if self.scene_root is None:
                 raise DataError(f"{self.source}: no scene is recorded for this field; pass one explicitly")
             if not Path(self.scene_root).exists():
+                if self.scene_given:
+                    raise DataError(f"scene folder {self.scene_root} does not exist")
                 raise DataError(f"the scene this field was trained on is gone: {self.scene_root} (pass --scene to "
                                 "point at it)")
             from ..data import load_scene
@@ -197,7 +203,8 @@ class QueryEngine:
             self._scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0),
                                      max_size=c.get("max_size"), eval_every=c.get("eval_every", 8),
                                      background=tuple(c.get("background", (1.0, 1.0, 1.0))),
-                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0))
+                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0),
+                                     allow_outside_root=bool(c.get("allow_outside_scene", False)))
         return self._scene
 
     @property
@@ -210,9 +217,8 @@ class QueryEngine:
 
     def frame_view(self, i: int) -> View:
         s = self.scene
-        if not -len(s) <= i < len(s):
+        if not 0 <= i < len(s):
             raise QueryError(f"frame {i} does not exist; the scene has frames 0..{len(s) - 1}")
-        i %= len(s)
         return View(s.frame_names[i], s.cameras.c2w[i], s.cameras.K[i], s.width, s.height, s.images[i], i)
 
     def views(self, spec: str | Sequence[int | str] = "test") -> list[View]:
@@ -226,10 +232,11 @@ class QueryEngine:
                 if not idx:
                     raise QueryError(f"the scene has no {key} views")
                 return [self.frame_view(i) for i in idx]
-            if key.startswith("novel"):
+            if key == "novel" or key.startswith("novel:"):
                 n = key.partition(":")[2] or "4"
-                if not n.isdigit() or int(n) < 1:
-                    raise QueryError(f"--views {spec!r}: use novel:N with N a positive number")
+                if not (n.isascii() and n.isdigit()) or not 1 <= int(n) <= MAX_NOVEL_VIEWS:
+                    raise QueryError(f"--views {spec!r}: use novel:N with N a whole number from 1 to "
+                                     f"{MAX_NOVEL_VIEWS}")
                 return interpolated_views(s, int(n))
             items: list[int | str] = [t.strip() for t in key.split(",") if t.strip()]
         else:
@@ -239,8 +246,10 @@ class QueryEngine:
         out = []
         stems = {Path(n).stem: i for i, n in enumerate(s.frame_names)}
         names = {n: i for i, n in enumerate(s.frame_names)}
+        if len(items) > MAX_NOVEL_VIEWS:
+            raise QueryError(f"{len(items)} views asked for; at most {MAX_NOVEL_VIEWS} at a time")
         for it in items:
-            if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isdigit()):
+            if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isascii() and it.lstrip("-").isdigit()):
                 out.append(self.frame_view(int(it)))
             elif it in names or it in stems:
                 out.append(self.frame_view(names.get(it, stems.get(it))))
@@ -663,45 +672,47 @@ def _slerp_rot(ra: Tensor, rb: Tensor, t: float) -> Tensor:
 def views_from_camera_file(path: str | Path, default: View | None = None) -> list[View]:
     """Novel views from a JSON file: one camera or a list (or {"frames": [...]}). Each has either ``c2w``
     (OpenCV camera-to-world) or ``transform_matrix`` (nerfstudio/OpenGL), and either ``K`` or fl_x/fl_y/cx/cy
-    plus ``width``/``height`` (or w/h); missing intrinsics come from ``default`` (a scene frame)."""
+    plus ``width``/``height`` (or w/h); missing intrinsics come from ``default`` (a scene frame).
+
+    Every camera is checked like a scene frame (:mod:`featurefields.data.validate`): a rigid pose with bottom
+    row [0, 0, 0, 1], positive focal lengths giving a pinhole field of view, a size within the render limits."""
+    from ..data.validate import as_float, check_K, check_image_size, check_pose
+    from ..validate import text
+
     path = Path(path)
     data = read_json(path)
     items = data.get("frames", [data]) if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise DataError(f"{path}: expected a camera object, a list of them, or {{\"frames\": [...]}}")
+    if len(items) > MAX_NOVEL_VIEWS:
+        raise DataError(f"{path}: {len(items)} cameras; at most {MAX_NOVEL_VIEWS} per file")
     views = []
     for j, c in enumerate(items):
         where = f"{path} camera {j}"
         if not isinstance(c, dict):
             raise DataError(f"{where}: not an object")
-        try:
-            if "c2w" in c:
-                c2w = torch.tensor(c["c2w"], dtype=torch.float64)
-            elif "transform_matrix" in c:
-                c2w = torch.tensor(c["transform_matrix"], dtype=torch.float64) @ GL_TO_CV.double()
-            else:
-                raise DataError(f"{where}: needs 'c2w' (OpenCV) or 'transform_matrix' (nerfstudio)")
-            if c2w.shape == (3, 4):
-                c2w = torch.cat([c2w, torch.tensor([[0.0, 0, 0, 1]], dtype=torch.float64)])
-            w = int(c.get("width", c.get("w", default.width if default else 0)))
-            h = int(c.get("height", c.get("h", default.height if default else 0)))
-            if "K" in c:
-                K = torch.tensor(c["K"], dtype=torch.float32)
-            elif "fl_x" in c:
-                K = torch.tensor([[c["fl_x"], 0, c.get("cx", w / 2)], [0, c.get("fl_y", c["fl_x"]), c.get("cy", h / 2)],
-                                  [0, 0, 1]], dtype=torch.float32)
-            elif default is not None:
-                K = default.K.clone()
-            else:
-                raise DataError(f"{where}: needs intrinsics ('K' or fl_x/fl_y/cx/cy)")
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise DataError(f"{where}: malformed camera ({e})") from None
-        if c2w.shape != (4, 4) or K.shape != (3, 3) or w < 1 or h < 1:
-            raise DataError(f"{where}: need a 4x4 pose, a 3x3 K and a positive width and height")
-        if not (torch.isfinite(c2w).all() and torch.isfinite(K).all()):
-            raise DataError(f"{where}: pose or intrinsics contain NaN or inf")
-        rot = c2w[:3, :3]
-        if not torch.allclose(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-3):
-            raise DataError(f"{where}: the pose's rotation is not orthonormal")
-        views.append(View(str(c.get("name", f"{path.stem}_{j:03d}")), c2w.float(), K, w, h))
+        if "c2w" in c:
+            c2w = check_pose(c["c2w"], f"{where}: c2w")
+        elif "transform_matrix" in c:
+            c2w = check_pose(c["transform_matrix"], f"{where}: transform_matrix") @ GL_TO_CV.double().numpy()
+        else:
+            raise DataError(f"{where}: needs 'c2w' (OpenCV) or 'transform_matrix' (nerfstudio)")
+        w = c.get("width", c.get("w", default.width if default else None))
+        h = c.get("height", c.get("h", default.height if default else None))
+        if w is None or h is None:
+            raise DataError(f"{where}: needs 'width' and 'height' (no scene frame to take them from)")
+        w, h = check_image_size(w, h, where)
+        if "K" in c:
+            K = check_K(c["K"], where, (w, h))
+        elif "fl_x" in c:
+            fx = as_float(c["fl_x"], f"{where}: fl_x")
+            fy = as_float(c.get("fl_y", fx), f"{where}: fl_y")
+            cx, cy = as_float(c.get("cx", w / 2), f"{where}: cx"), as_float(c.get("cy", h / 2), f"{where}: cy")
+            K = check_K([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], where, (w, h))
+        elif default is not None:
+            K = check_K(default.K.double().numpy(), where, (w, h))
+        else:
+            raise DataError(f"{where}: needs intrinsics ('K' or fl_x/fl_y/cx/cy)")
+        name = text(c.get("name", f"{path.stem}_{j:03d}"), f"{where}: name", max_chars=120, error=DataError)
+        views.append(View(name, torch.from_numpy(c2w).float(), torch.from_numpy(K).float(), w, h))
     return views
