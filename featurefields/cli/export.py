@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     split_positives(args.query)
     if args.no_relevancy_ply and args.no_points and not (args.views or args.camera):
         raise ConfigError("nothing to export: every output is switched off")
+    import torch
+
     from ..io import write_json
     from ..query.engine import DEFAULT_THRESHOLD
     from ..query.export import selection_point_cloud, write_point_cloud, write_relevancy_ply, write_view_outputs
@@ -72,11 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             written.append("relevancy.ply")
         if not args.no_points:
             try:
-                cams = engine.scene.cameras
+                viewpoints = torch.stack([v.center for v in engine.views("all")])
             except FFError:  # without the scene, normals face away from the object's centre
-                cams = None
-            write_point_cloud(folder / "points.ply",
-                              selection_point_cloud(engine.field, sel, engine.world_from_scene, cams))
+                viewpoints = None
+            write_point_cloud(folder / "points.ply", selection_point_cloud(engine.field, sel, viewpoints))
             written.append("points.ply")
         for v in progress(views, "views"):
             rel = engine.relevancy_2d(args.query, v, negatives=args.negatives, teacher=args.teacher)

@@ -72,7 +72,7 @@ def engine_from_args(args, out: OutputFolder | None = None):
         raise DataError(f"--scene {args.scene}: no such folder")
     engine = QueryEngine.from_checkpoint(args.checkpoint, scene_root=args.scene)
     if out is not None:
-        out.refuse_inputs(engine.scene_root)
+        out.refuse_inputs(engine.field.scene_root)
     return engine
 
 

@@ -76,7 +76,7 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         raise DataError("segmentation needs scene frames with ground-truth masks, not novel views")
 
     # every ground-truth mesh is read (and checked) before any rendering
-    means_world = _to_world(engine.field.means.detach().cpu(), engine.world_from_scene)
+    means_world = engine.field.element_positions().cpu()
     gt3d = GroundTruth3D(means_world, load_scene_meshes(scene.root), scene.root) if objects else None
     per_label: dict[str, dict] = {lab: {"iou_per_view": {}} for lab in labels}
     grid_rows = []
@@ -96,7 +96,7 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
 
     options = dict(threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean, negatives=cfg.negatives,
                    teacher=cfg.teacher)
-    opacities = engine.field.opacities.detach().cpu()
+    opacities = engine.field.element_opacities().cpu()
     opaque = opacities >= cfg.min_opacity
     has_3d = bool(objects)
     lifted = {}
@@ -273,11 +273,6 @@ class GroundTruth3D:
         if exclusive and others:
             near &= own <= self.dist[:, others].min(1).values
         return near | self.occupied[:, cols].any(1)
-
-
-def _to_world(points: torch.Tensor, world_from_scene: torch.Tensor) -> torch.Tensor:
-    m = world_from_scene.to(points.dtype)
-    return points @ m[:3, :3].T + m[:3, 3]
 
 
 def label_palette(n: int) -> np.ndarray:

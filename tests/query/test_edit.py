@@ -107,6 +107,5 @@ def test_deleting_an_object_removes_it_and_keeps_the_rest(oracle, tmp_path):
     assert (tmp_path / "no_mug" / "delete_grid.png").is_file()
     # a control: deleting the table instead changes the rest of the image, and the check notices
     sel = original.select("table", negatives="scene", min_opacity=0.0)
-    no_table = QueryEngine(delete(original.field, sel), scene=original.scene,
-                           teacher_records=[{"name": "labels"}])
+    no_table = QueryEngine(delete(original.field, sel), scene=original.scene)
     assert evaluate_delete(original, no_table, "mug", views="all")["psnr_outside_delta_max_abs"] > 0.5

@@ -65,7 +65,7 @@ def test_point_prompt_selects_the_clicked_object(oracle, engine):
     res_box = engine.prompt(view, box=box)
     tp = (res_box.selection.mask & want).sum()
     assert tp / max(res_box.selection.count, 1) > 0.95 and tp > 0.3 * want.sum()
-    uv, z = project_points(engine.field.means[res_box.selection.mask], view)
+    uv, z = project_points(engine.field.element_positions()[res_box.selection.mask], view)
     assert bool(((uv[:, 0] >= box[0]) & (uv[:, 0] < box[2]) & (z > 0)).all())
 
 
@@ -147,7 +147,7 @@ def test_sam_prompts_feed_the_rendered_embedding_to_sams_decoder(engine):
 
     torch.manual_seed(0)
     sam = make_teacher("sam", random_init=True, arch=TINY_SAM)
-    base = engine.field
+    base = engine.field.gaussians
     layout = FeatureLayout([TeacherSpec("sam", 256)], latent_dim=8)
     field = GaussianField(base.means.detach(), torch.rand(len(base), 3), base.log_scales.detach(), layout, 0)
     field.replace_params({**{k: v.detach() for k, v in base.params().items() if k != "features"},
@@ -183,16 +183,15 @@ def test_sam_prompts_feed_the_rendered_embedding_to_sams_decoder(engine):
     assert isinstance(sel, Selection) and sel.count <= len(field)
 
 
-def test_mask_weights_are_the_blending_weights(engine):
+def test_element_weights_are_the_blending_weights(engine):
     """Rendering is linear in the colours with the blending weights as coefficients: sum(image * mask) for any
-    colours equals colours . mask_weights."""
-    from featurefields.query.engine import mask_weights
+    colours equals colours . element_weights."""
     from featurefields.render import render
 
-    f, v = engine.field, engine.views("test")[0]
+    f, v = engine.field.gaussians, engine.views("test")[0]
     g = torch.Generator().manual_seed(0)
     masks = (torch.rand(v.height, v.width, 2, generator=g) > 0.5).float()
-    w = mask_weights(f, v, masks)  # [N, 2]
+    w = engine.field.element_weights(v, masks)  # [N, 2]
     colors = torch.rand(len(f), 1, generator=g)
     img = render(f.means.detach(), f.quats.detach(), f.scales.detach(), f.opacities.detach(), colors,
                  torch.linalg.inv(v.c2w), v.K, v.width, v.height).image[..., 0]
@@ -202,10 +201,8 @@ def test_mask_weights_are_the_blending_weights(engine):
 
 
 def test_selection_by_views_follows_what_gaussians_render_as(oracle, engine):
-    from featurefields.query.engine import mask_weights
-
     views = engine.views("all")
-    seen = sum(mask_weights(engine.field, v, torch.ones(v.height, v.width, 1))[:, 0] for v in views) >= 0.5
+    seen = sum(engine.field.element_weights(v, torch.ones(v.height, v.width, 1))[:, 0] for v in views) >= 0.5
     for label in ("mug", "book"):
         sel = engine.select_by_views(label, views="all", negatives="scene")
         t = Selection(truth(oracle, label))
