@@ -216,7 +216,9 @@ def read_plyfile(path: str | os.PathLike, what: str = "PLY file"):
         raise DataError(f"{path}: {what} not found")
     _check_ply_header(path, what)
     try:
-        return PlyData.read(str(path))
+        with warnings.catch_warnings():  # (numpy warns on short ASCII rows; the error below says it instead)
+            warnings.simplefilter("ignore")
+            return PlyData.read(str(path))
     except Exception as e:  # noqa: BLE001 - plyfile raises a variety of errors (and numpy's) on corrupt input
         raise DataError(f"{path}: not a readable {what} ({one_reason(e)})") from None
 

@@ -117,6 +117,8 @@ def resolve_inside(root: Path, rel: Any, what: str, allow_outside: bool = False)
     if "\0" in rel:
         raise DataError(f"{what}: {rel!r} contains a NUL byte")
     path = Path(os.path.normpath(Path(root) / rel))
+    if len(os.fsencode(path)) > 4000 or any(len(os.fsencode(part)) > 255 for part in path.parts):
+        raise DataError(f"{what}: {rel[:40]!r}... is longer than a file name can be")
     absolute, top = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     if not allow_outside and top not in absolute.parents:
         raise DataError(f"{what}: {rel!r} leads outside the scene folder {root}; refusing to read it (pass "

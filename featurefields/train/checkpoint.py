@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from ..fields.gaussians import check_state as check_field_state
 from ..io import atomic_path, one_reason
 from ..validate import integer, mapping, number, tensor, text
 
 CHECKPOINT_VERSION = 1
-MAX_TEACHER_DIM = 65536
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -67,50 +67,6 @@ def check_checkpoint(state: dict, where: str) -> None:
         number(state["train_seconds"], f"{where}: train_seconds", lo=0, error=DataError)
 
 
-def check_field_state(fs, where: str) -> int:
-    """A GaussianField.state() dict: consistent shapes, finite values, decoder heads matching the layout.
-    Returns the Gaussian count."""
-    from ..fields.gaussians import FeatureDecoder, FeatureLayout
-    from ..render.sh import num_sh_bases
-
-    fs = mapping(fs, where)
-    sh_degree = integer(fs.get("sh_degree"), f"{where}.sh_degree", lo=0, hi=3, error=DataError)
-    lay = mapping(fs.get("layout"), f"{where}.layout")
-    teachers = lay.get("teachers")
-    if not isinstance(teachers, list):
-        raise DataError(f"{where}.layout.teachers: expected a list, got {type(teachers).__name__}")
-    for i, t in enumerate(teachers):
-        t = mapping(t, f"{where}.layout.teachers[{i}]")
-        text(t.get("name"), f"{where}.layout.teachers[{i}].name", error=DataError)
-        integer(t.get("dim"), f"{where}.layout.teachers[{i}].dim", lo=1, hi=MAX_TEACHER_DIM, error=DataError)
-    for key, hi in (("latent_dim", 4096), ("decoder_hidden", 65536), ("view_degree", 3)):
-        integer(lay.get(key, 0), f"{where}.layout.{key}", lo=0, hi=hi, error=DataError)
-    try:
-        layout = FeatureLayout.from_dict(dict(lay))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{where}.layout: malformed ({one_reason(e)})") from None
-    params = mapping(fs.get("params"), f"{where}.params")
-    means = tensor(params.get("means"), f"{where}.params.means", (None, 3))
-    n = means.shape[0]
-    shapes = {"log_scales": (n, 3), "quats": (n, 4), "opacity_logits": (n,), "sh0": (n, 1, 3),
-              "shN": (n, num_sh_bases(sh_degree) - 1, 3), "features": (n, layout.width),
-              "features_view": (n, num_sh_bases(layout.view_degree) - 1, layout.width)}
-    for name, shape in shapes.items():
-        if name == "features_view" and name not in params:  # checkpoints from before view-dependent features
-            continue
-        tensor(params.get(name), f"{where}.params.{name}", shape)
-    if n and bool((params["quats"].norm(dim=-1) == 0).any()):
-        raise DataError(f"{where}.params.quats: some rotations are all zeros")
-    decoder = mapping(fs.get("decoder"), f"{where}.decoder")
-    for k, v in decoder.items():
-        tensor(v, f"{where}.decoder.{k}", tuple(None for _ in range(getattr(v, "ndim", 0))))
-    try:
-        FeatureDecoder(layout).load_state_dict(dict(decoder))
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{where}.decoder: does not match the feature layout ({one_reason(e)[:200]})") from None
-    return n
-
-
 def _check_optimizer(opt, params: dict, n: int, where: str) -> None:
     """Adam moments of the Gaussian parameters must have the parameters' shapes (else the first step fails)."""
     from ..fields.gaussians import GaussianField
@@ -119,15 +75,20 @@ def _check_optimizer(opt, params: dict, n: int, where: str) -> None:
     groups, st = opt.get("param_groups"), opt.get("state")
     if not isinstance(groups, list) or not isinstance(st, dict):
         raise DataError(f"{where}: expected 'param_groups' (a list) and 'state' (a dict)")
-    for g in groups:
-        g = mapping(g, f"{where}.param_groups[]")
+    for i, g in enumerate(groups):
+        g = mapping(g, f"{where}.param_groups[{i}]")
+        ids = g.get("params")
+        if not isinstance(ids, list) or not all(isinstance(pid, int) for pid in ids):
+            raise DataError(f"{where}.param_groups[{i}].params: expected a list of parameter ids")
         name = g.get("name")
-        if name not in GaussianField.param_names or name not in params:
-            continue
-        for pid in g.get("params", []):
+        for pid in ids:
             entry = st.get(pid)
-            if not entry:
+            if entry is None:
                 continue
+            entry = mapping(entry, f"{where}.state[{pid}]")
             for key in ("exp_avg", "exp_avg_sq"):
-                if key in entry:
+                if key in entry and name in GaussianField.param_names and name in params:
                     tensor(entry[key], f"{where}: {name}.{key}", tuple(params[name].shape))
+                elif key in entry:
+                    tensor(entry[key], f"{where}: {name}.{key}", tuple(None for _ in range(
+                        getattr(entry[key], "ndim", 0))))
