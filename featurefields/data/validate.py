@@ -86,7 +86,8 @@ def check_field_of_view(angle: Any, what: str) -> float:
     return a
 
 
-def check_K(K: Any, what: str, size: tuple[int, int] | None = None) -> np.ndarray:
+def check_K(K: Any, what: str, size: tuple[int, int] | None = None, names: tuple[str, str] = ("fx", "fy")
+            ) -> np.ndarray:
     """A 3x3 pinhole intrinsics matrix [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew): float64."""
     try:
         m = np.asarray(K, dtype=np.float64)
@@ -98,7 +99,7 @@ def check_K(K: Any, what: str, size: tuple[int, int] | None = None) -> np.ndarra
         raise DataError(f"{what}: K contains NaN/inf")
     if not np.allclose(m[2], [0.0, 0.0, 1.0]) or m[0, 1] != 0 or m[1, 0] != 0:
         raise DataError(f"{what}: K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {m.round(4).tolist()}")
-    check_intrinsics(m[0, 0], m[1, 1], m[0, 2], m[1, 2], what, size)
+    check_intrinsics(m[0, 0], m[1, 1], m[0, 2], m[1, 2], what, size, names)
     return m
 
 

@@ -126,7 +126,7 @@ def views_from_camera_file(path: str | Path, default: View | None = None) -> lis
             fx = as_float(c["fl_x"], f"{where}: fl_x")
             fy = as_float(c.get("fl_y", fx), f"{where}: fl_y")
             cx, cy = as_float(c.get("cx", w / 2), f"{where}: cx"), as_float(c.get("cy", h / 2), f"{where}: cy")
-            K = check_K([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], where, (w, h))
+            K = check_K([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], where, (w, h), ("fl_x", "fl_y"))
         elif default is not None:
             K = check_K(default.K.double().numpy(), where, (w, h))
         else:
