@@ -96,15 +96,20 @@ class OutputFolder:
 
     def commit(self) -> None:
         """Move every staged file to its place (replacing older ones, one atomic rename each)."""
-        stage, self._stage = self._stage, None
+        stage = self._stage
         if stage is None:
             return
-        for root, _dirs, names in os.walk(stage):
-            rel = Path(root).relative_to(stage)
-            for name in names:
-                target = self.path / rel / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(Path(root) / name, target)
+        moves = [(Path(root) / name, self.path / Path(root).relative_to(stage) / name)
+                 for root, _dirs, names in os.walk(stage) for name in names]
+        for _, target in moves:  # checked before the first rename, so a refusal still leaves nothing half-done
+            if target.is_dir():
+                self.abort()
+                raise ConfigError(f"{self.flag} {self.path}: {target.relative_to(self.path)} there is a folder, so "
+                                  "it cannot be replaced by a file")
+        self._stage = None
+        for src, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, target)
         shutil.rmtree(stage, ignore_errors=True)
 
     def abort(self) -> None:
