@@ -134,3 +134,24 @@ def test_atomic_path_and_temp_dir_names_carry_the_pid(tmp_path):
     d = temp_dir(tmp_path, "cache-entry")
     assert is_temporary(d.name) and d.is_dir()
     assert check_writable_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
+
+
+def test_a_write_the_system_refuses_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+    import errno
+
+    from featurefields.errors import cli_entry
+
+    @cli_entry
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/checkpoint.pt")
+
+    @cli_entry
+    def bug():
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(SystemExit) as e:
+        disk_full()
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: /data/out/checkpoint.pt: No space left on device\n"
+    with pytest.raises(ZeroDivisionError):  # exit code 1 with a traceback: what a bug looks like
+        bug()
