@@ -208,8 +208,7 @@ class Trainer:
         views = views_from_scene(self.scene)
         return [TeacherTargets(t, extract_features(t, views, cache, progress=self.cfg.progress)) for t in teachers]
 
-    def _layout(self, teachers: list[Teacher] | None = None) -> FeatureLayout:
-        teachers = [t.teacher for t in self.targets] if teachers is None else teachers
+    def _layout(self, teachers: list[Teacher]) -> FeatureLayout:
         specs = [TeacherSpec(t.name, _field_dim(t)) for t in teachers]
         latent = self.cfg.latent_dim
         if latent is None:  # 16 latent channels per wide teacher, shared by all heads
