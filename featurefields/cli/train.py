@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=float, default=d.downscale, help="divide image resolution by this factor")
     p.add_argument("--max-size", type=int, default=None, help="cap the longest image side, in pixels")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="hold out every k-th frame for evaluation (default %(default)s)")
+                   help="hold out every k-th frame for evaluation; 0 holds out none (default %(default)s)")
     p.add_argument("--stride", type=int, default=d.stride, help="RGB-D sequences: use every k-th frame")
     p.add_argument("--depth-scale", type=float, default=d.depth_scale,
                    help="RGB-D sequences: raw depth units per metre (default %(default)s: millimetres)")
@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-points", type=int, default=d.init_points, help="initial Gaussian count")
     p.add_argument("--background", default="white", help="white, black or r,g,b in [0,1] (behind RGBA images)")
     p.add_argument("--cache-dir", help="teacher feature cache (default: OUT/cache)")
+    p.add_argument("--allow-outside-scene", action="store_true",
+                   help="follow file paths in the scene's JSON that leave its folder ('../', absolute paths); "
+                        "refused by default")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default=d.backend, choices=list(BACKENDS),
                    help="rasteriser: native (compiled kernels, CPU or CUDA), torch (plain PyTorch reference) or "
@@ -104,7 +107,7 @@ def parse_background(text: str) -> tuple[float, float, float]:
         rgb = tuple(float(x) for x in text.split(","))
     except ValueError:
         rgb = ()
-    if len(rgb) != 3 or not all(0 <= c <= 1 for c in rgb):
+    if len(rgb) != 3 or not all(0 <= c <= 1 for c in rgb):  # (NaN fails the comparison too)
         raise ConfigError(f"--background {text!r}: use white, black or three numbers in [0,1] like 0.5,0.5,0.5")
     return rgb  # type: ignore[return-value]
 
@@ -136,7 +139,7 @@ def _option_value(text: str):
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    weights = {name: float(w) for name, w in _pairs(args.teacher_weight, "--teacher-weight", "NAME=NUMBER", float)}
+    weights = dict(_pairs(args.teacher_weight, "--teacher-weight", "NAME=NUMBER", float))
     checkpoints = dict(_pairs(args.teacher_checkpoint, "--teacher-checkpoint", "NAME=PATH", str))
     options: dict[str, dict] = {}
     for key, value in _pairs(args.teacher_option, "--teacher-option", "NAME.KEY=VALUE", _option_value):
@@ -144,12 +147,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not (dot and name and opt):
             raise ConfigError(f"--teacher-option {key}=...: expected NAME.KEY=VALUE, e.g. sift.size=4")
         options.setdefault(name, {})[opt] = value
-    for name, value in (("--iterations", args.iterations), ("--init-points", args.init_points),
-                        ("--eval-every", args.eval_every)):
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, not {value}")
-    if args.downscale < 1:
-        raise ConfigError(f"--downscale must be >= 1, not {args.downscale}")
     out = args.out or str(Path("outputs") / (Path(args.scene).resolve().name or "scene"))
     cfg = TrainConfig(scene=args.scene, out=out, iterations=args.iterations, teachers=args.teachers,
                       teacher_weights=weights, teacher_checkpoints=checkpoints, teacher_options=options,
@@ -163,8 +160,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),
                       cache_dir=args.cache_dir, device=args.device, backend=args.backend, seed=args.seed,
-                      save_every=args.save_every,
+                      save_every=args.save_every, allow_outside_scene=args.allow_outside_scene,
                       progress=not args.no_progress)
+    cfg.validate()  # every option checked before the scene is loaded
     cfg.density.refine_stop = min(cfg.density.refine_stop, int(0.6 * cfg.iterations))
     return cfg
 

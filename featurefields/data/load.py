@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..io import one_reason, read_image
+from ..io import one_reason, open_image, read_image
 from .cameras import Cameras
 from .scene import SceneData
-from .validate import check_exists, check_nonempty_dir, check_size
+from .validate import check_exists, check_image_size, check_nonempty_dir, check_size
 
 FORMATS = ("auto", "nerfstudio", "blender", "rgbd")
 COLOR_DIRS = ("image", "color", "colour", "rgb")
@@ -44,6 +44,7 @@ def load_scene(
     with_extras: bool = True,
     stride: int = 1,
     depth_scale: float = 1000.0,
+    allow_outside_root: bool = False,
 ) -> SceneData:
     """Load a scene folder (or a transforms.json) into the metric world frame it was given in.
 
@@ -51,8 +52,9 @@ def load_scene(
     ``eval_every``: hold out frames ``i % eval_every == 0`` when the source has no split (0 = hold out none).
     ``with_extras=False`` skips depth, masks, semantics, instances and points (cameras and images only).
     ``stride`` and ``depth_scale`` (raw depth units per metre) apply to RGB-D sequences only.
+    ``allow_outside_root``: follow file paths in the scene's JSON that leave its folder (refused by default).
     """
-    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras)
+    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras, allow_outside_root)
     if format not in FORMATS:
         raise DataError(f"unknown scene format {format!r} (choose from {', '.join(FORMATS)})")
     path = check_exists(path)
@@ -129,9 +131,10 @@ class LoadOptions:
     eval_every: int
     background: tuple[float, float, float]
     with_extras: bool
+    allow_outside_root: bool = False
 
     @staticmethod
-    def make(downscale, max_size, eval_every, background, with_extras) -> "LoadOptions":
+    def make(downscale, max_size, eval_every, background, with_extras, allow_outside_root=False) -> "LoadOptions":
         if not (isinstance(downscale, (int, float)) and math.isfinite(downscale) and downscale > 0):
             raise ConfigError(f"downscale must be a positive number, got {downscale!r}")
         if max_size is not None and (int(max_size) != max_size or max_size < 1):
@@ -142,7 +145,7 @@ class LoadOptions:
         if len(bg) != 3 or not all(0.0 <= c <= 1.0 for c in bg):
             raise ConfigError(f"background must be three values in [0, 1], got {background!r}")
         return LoadOptions(float(downscale), None if max_size is None else int(max_size), int(eval_every), bg,
-                           bool(with_extras))
+                           bool(with_extras), bool(allow_outside_root))
 
 
 def interval_split(n: int, eval_every: int, what: str) -> tuple[list[int], list[int]]:
@@ -284,16 +287,11 @@ def scaled_K(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
 
 def read_rgb(path: Path) -> np.ndarray:
     """uint8 [H, W, 3 or 4]; grey, palette and 16-bit images are converted (transparency kept as alpha)."""
-    from PIL import Image
-
     arr = read_image(path)
     if arr.ndim == 2 or arr.dtype != np.uint8 or arr.shape[2] not in (3, 4):
         # Grey, 16-bit, palette, 2-channel: let PIL do the conversion (keeps transparency as alpha).
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGBA"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: corrupt or unreadable image ({one_reason(e)})") from None
+        with open_image(path) as im:
+            arr = np.asarray(im.convert("RGBA"))
     return arr
 
 
@@ -303,9 +301,11 @@ def read_depth(path: Path, scale: float) -> np.ndarray:
         if not path.is_file():
             raise DataError(f"{path}: depth file not found")
         try:
-            arr = np.load(path)
-        except (OSError, ValueError) as e:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
             raise DataError(f"{path}: corrupt depth file ({one_reason(e)})") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+            raise DataError(f"{path}: depth must be a numeric array, got {getattr(arr, 'dtype', type(arr))}")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[..., 0]
         if arr.ndim != 2:
@@ -345,16 +345,10 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: corrupt or unreadable image ({one_reason(e)})") from None
+    """(width, height) from the header only, within the size limits."""
+    with open_image(path) as im:
+        size = im.size
+    return check_image_size(*size, str(path))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -400,6 +394,13 @@ def load_frames(specs: Sequence[FrameSpec], opts: LoadOptions, *, n_labels: int 
     """Read, check, undistort and resize every frame to one common output size."""
     if not specs:
         raise DataError("no frames to load")
+    seen: dict[str, int] = {}
+    for i, s in enumerate(specs):  # one image under several poses is an export bug, never a dataset
+        key = os.path.normpath(os.path.abspath(s.image))
+        if key in seen:
+            raise DataError(f"frame {s.name} is listed twice (frames {seen[key]} and {i}"
+                            f"{' of ' + s.extras_from if s.extras_from else ''}); each frame needs its own image")
+        seen[key] = i
     first = specs[0]
     native = first.size if first.size is not None else image_size(first.image)
     for s in specs[1:]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from .. import validate
+from ..errors import DataError
 from ..io import read_json
 from .load import (
     COLOR_DIRS,
@@ -31,6 +32,7 @@ from .validate import (
     as_float,
     check_counts,
     check_exists,
+    check_image_size,
     check_intrinsics,
     check_nonempty_dir,
     check_pose,
@@ -44,10 +46,8 @@ PRIMESENSE = (525.0, 525.0, 319.5, 239.5, 640, 480)  # fx, fy, cx, cy (Open3D co
 def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, depth_scale: float = 1000.0) -> SceneData:
     """``depth_scale``: raw depth units per metre (1000 for millimetres). ``stride`` keeps every stride-th frame."""
     root = check_nonempty_dir(path)
-    if int(stride) != stride or stride < 1:
-        raise ConfigError(f"stride must be a positive integer, got {stride!r}")
-    if not depth_scale > 0:
-        raise ConfigError(f"depth_scale must be positive, got {depth_scale!r}")
+    stride = validate.integer(stride, "stride", lo=1)
+    depth_scale = validate.number(depth_scale, "depth_scale (raw depth units per metre)", lo=0, lo_open=True)
     color_dir = find_subdir(root, COLOR_DIRS)
     depth_dir = find_subdir(root, DEPTH_DIRS)
     if color_dir is None:
@@ -97,7 +97,13 @@ def read_trajectory_log(path: str | os.PathLike) -> list[np.ndarray]:
     """Camera-to-world [4, 4] float64 matrices from a Redwood/Open3D ``.log``: per frame a header line of three
     integers, then four rows of four numbers."""
     path = check_exists(path)
-    lines = [(n, ln.split()) for n, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip()]
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        content = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file") from None
+    lines = [(n, ln.split()) for n, ln in enumerate(content.splitlines(), 1) if ln.strip()]
     if not lines:
         raise DataError(f"{path}: empty trajectory")
     if len(lines) % 5:
@@ -105,7 +111,7 @@ def read_trajectory_log(path: str | os.PathLike) -> list[np.ndarray]:
     poses = []
     for b in range(0, len(lines), 5):
         n, head = lines[b]
-        if len(head) != 3 or not all(t.lstrip("-").isdigit() for t in head):
+        if len(head) != 3 or not all(t.lstrip("-").isascii() and t.lstrip("-").isdigit() for t in head):
             raise DataError(f"{path} line {n}: expected a header of three integers, got {' '.join(head)!r}")
         rows = []
         for n, toks in lines[b + 1:b + 5]:
@@ -124,11 +130,9 @@ def read_open3d_intrinsics(path: Path) -> tuple[float, float, float, float, int,
     if not isinstance(m, list) or len(m) != 9:
         raise DataError(f"{path}: intrinsic_matrix must list 9 numbers (column-major 3x3)")
     K = np.array([as_float(v, f"{path}: intrinsic_matrix") for v in m]).reshape(3, 3).T
-    w, h = int(as_float(meta["width"], f"{path}: width")), int(as_float(meta["height"], f"{path}: height"))
-    if w <= 0 or h <= 0:
-        raise DataError(f"{path}: image size {w}x{h} is not positive")
+    w, h = check_image_size(meta["width"], meta["height"], str(path))
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    check_intrinsics(fx, fy, cx, cy, str(path))
+    check_intrinsics(fx, fy, cx + 0.5, cy + 0.5, str(path), (w, h))
     return float(fx), float(fy), float(cx), float(cy), w, h
 
 

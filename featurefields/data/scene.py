@@ -1,6 +1,7 @@
 """The in-memory scene every loader produces and every later stage consumes."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,3 +46,13 @@ class SceneData:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+
+def scene_fingerprint(scene: SceneData) -> str:
+    """A digest of the frames (names, camera-to-world poses) that does not change when the scene folder moves or
+    is loaded at another resolution, so ``--resume`` can tell the scene a checkpoint was trained on from another."""
+    h = hashlib.sha256(b"featurefields-scene-v1\0")
+    for name in scene.frame_names:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+    h.update((scene.cameras.c2w.detach().cpu().float().numpy().round(5) + 0.0).tobytes())  # (+0: no -0.0)
+    return h.hexdigest()

@@ -115,6 +115,7 @@ class FeatureField(ABC):
         self.train_config = dict(train_config or {})
         self._scene = scene
         self.scene_root = Path(scene_root) if scene_root is not None else (scene.root if scene is not None else None)
+        self.scene_given = False  # True: the caller chose scene_root (--scene), it is not the checkpoint's record
         bg = background if background is not None else self.train_config.get("background", (1.0, 1.0, 1.0))
         self.background = torch.tensor(list(bg), dtype=torch.float32)
         self.source = source
@@ -151,6 +152,8 @@ class FeatureField(ABC):
                 raise DataError(f"{self.source}: no scene is recorded for this field; pass one explicitly "
                                 "(--scene)")
             if not Path(self.scene_root).exists():
+                if self.scene_given:
+                    raise DataError(f"scene folder {self.scene_root} does not exist")
                 raise DataError(f"the scene this field was trained on is gone: {self.scene_root} (pass --scene to "
                                 "point at it)")
             from ..data import load_scene
@@ -159,7 +162,8 @@ class FeatureField(ABC):
             self._scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0),
                                      max_size=c.get("max_size"), eval_every=c.get("eval_every", 8),
                                      background=tuple(c.get("background", (1.0, 1.0, 1.0))),
-                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0))
+                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0),
+                                     allow_outside_root=bool(c.get("allow_outside_scene", False)))
         return self._scene
 
     def attach_scene(self, scene: "SceneData | None" = None, root: str | Path | None = None) -> None:
@@ -167,7 +171,7 @@ class FeatureField(ABC):
         if scene is not None:
             self._scene, self.scene_root = scene, Path(scene.root)
         elif root is not None:
-            self._scene, self.scene_root = None, Path(root)
+            self._scene, self.scene_root, self.scene_given = None, Path(root), True
 
     @property
     def label_names(self) -> list[str] | None:
@@ -179,11 +183,10 @@ class FeatureField(ABC):
 
     def frame_view(self, i: int) -> View:
         s = self.scene
-        if not -len(s) <= i < len(s):
+        if not 0 <= i < len(s):  # (no Python-style -1: a typo would silently pick the last frame)
             from ..query.relevancy import QueryError
 
             raise QueryError(f"frame {i} does not exist; the scene has frames 0..{len(s) - 1}")
-        i %= len(s)
         return View(s.frame_names[i], self.scene_pose_to_world(s.cameras.c2w[i]), s.cameras.K[i], s.width,
                     s.height, s.images[i], i)
 

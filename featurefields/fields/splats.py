@@ -47,16 +47,19 @@ class GaussianFeatureField(FeatureField):
                         ) -> "GaussianFeatureField":
         from ..train.checkpoint import load_checkpoint
 
-        state = load_checkpoint(path)
+        state = load_checkpoint(path)  # validated: shapes agree, values finite, decoder fits the layout
         try:
             gaussians = GaussianField.from_state(state["field"]).to(device)
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             raise DataError(f"{path}: checkpoint holds no usable field ({type(e).__name__}: {e})") from None
-        info = state.get("scene", {}) if isinstance(state.get("scene"), dict) else {}
+        info = state.get("scene") or {}
+        given = kwargs.get("scene_root") is not None
         kwargs.setdefault("scene_root", info.get("root"))
-        return cls(gaussians, teacher_records=state.get("teachers", []), train_config=state.get("config", {}),
-                   world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
-                   source=str(path), **kwargs)
+        field = cls(gaussians, teacher_records=state.get("teachers") or [], train_config=state.get("config") or {},
+                    world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
+                    source=str(path), **kwargs)
+        field.scene_given = given
+        return field
 
     @classmethod
     def from_ply(cls, path: str | Path, *, device: str | torch.device = "cpu", **kwargs) -> "GaussianFeatureField":

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from ..errors import ConfigError
 from ..fields.density import DensityConfig
+from ..validate import MAX_IMAGE_SIDE, choice, integer, number
 
 
 @dataclass
@@ -34,6 +36,7 @@ class TrainConfig:
     stride: int = 1  # RGB-D sequences: use every k-th frame
     depth_scale: float = 1000.0  # RGB-D sequences: raw depth units per metre
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    allow_outside_scene: bool = False  # follow file paths that leave the scene folder ('../', absolute paths)
     # teachers
     teachers: list[str] | None = None  # None: 'labels' when the scene has semantic masks, else colour only
     teacher_weights: dict[str, float] = field(default_factory=dict)
@@ -70,6 +73,59 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> "TrainConfig":
+        """Every value finite, of the right type and in range, or a ConfigError naming its ``ff-train`` flag (the
+        nested lr/density settings by their field names); run before the scene is loaded or anything written."""
+        from ..render.backends import BACKENDS
+
+        big = 10_000_000
+        for name, lo, hi in (("iterations", 1, big), ("init_points", 1, big), ("eval_every", 0, 1_000_000),
+                             ("stride", 1, 1_000_000), ("sh_degree", 0, 3), ("sh_degree_every", 1, big),
+                             ("decoder_hidden", 0, 4096), ("feature_samples", 0, big), ("save_every", 0, big),
+                             ("seed", 0, 2**63 - 1)):
+            setattr(self, name, integer(getattr(self, name), _flag(name), lo=lo, hi=hi))
+        for name, lo, hi in (("latent_dim", 0, 1024), ("feature_view_degree", 0, 3), ("max_size", 1, MAX_IMAGE_SIDE)):
+            if getattr(self, name) is not None:
+                setattr(self, name, integer(getattr(self, name), _flag(name), lo=lo, hi=hi))
+        self.downscale = number(self.downscale, "--downscale", lo=1, hi=1000)
+        self.depth_scale = number(self.depth_scale, "--depth-scale", lo=0, lo_open=True)
+        self.init_opacity = number(self.init_opacity, "init_opacity", lo=0, hi=1, lo_open=True, hi_open=True)
+        self.lambda_dssim = number(self.lambda_dssim, "lambda_dssim", lo=0, hi=1)
+        if self.depth_weight is not None:
+            self.depth_weight = number(self.depth_weight, "--depth-weight", lo=0)
+        if not (isinstance(self.background, (tuple, list)) and len(self.background) == 3):
+            raise ConfigError(f"--background {self.background!r}: expected three numbers r,g,b in [0, 1]")
+        self.background = tuple(number(c, "--background", lo=0, hi=1) for c in self.background)
+        choice(self.init, "--init", ("auto", "depth", "points", "random"))
+        choice(self.feature_loss, "--feature-loss", ("cosine", "l1"))
+        choice(self.device, "--device", ("auto", "cpu", "cuda"))
+        choice(self.backend, "--backend", list(BACKENDS))
+        if self.teachers is not None:
+            if not isinstance(self.teachers, (list, tuple)) or not all(isinstance(t, str) and t.strip()
+                                                                       for t in self.teachers):
+                raise ConfigError(f"--teacher: expected teacher names, got {self.teachers!r}")
+        for name, w in self.teacher_weights.items():
+            self.teacher_weights[name] = number(w, f"--teacher-weight {name}", lo=0)
+        for key in fields(LearningRates):
+            setattr(self.lr, key.name, number(getattr(self.lr, key.name), f"lr.{key.name}", lo=0))
+        d = self.density
+        for name in ("refine_start", "refine_stop", "refine_every", "reset_every", "max_gaussians"):
+            setattr(d, name, integer(getattr(d, name), f"density.{name}", lo=1 if name == "refine_every" else 0,
+                                     hi=10 * big if name == "max_gaussians" else None))
+        for name in ("grow_grad2d", "grow_scale3d", "prune_opacity", "prune_scale3d"):
+            setattr(d, name, number(getattr(d, name), f"density.{name}", lo=0))
+        return self
+
+    def check_teacher_names(self, names: list[str]) -> None:
+        """Per-teacher settings must name a teacher of this run (a typo would otherwise be ignored silently)."""
+        for flag, given in (("--teacher-weight", self.teacher_weights), ("--teacher-checkpoint",
+                                                                         self.teacher_checkpoints),
+                            ("--teacher-option", self.teacher_options)):
+            for name in given:
+                if name not in names:
+                    raise ConfigError(f"{flag} {name}: {name} is not a teacher of this run (its teachers: "
+                                      f"{', '.join(names) or 'none, colour only'})")
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
@@ -78,3 +134,7 @@ class TrainConfig:
         d["background"] = tuple(d.get("background", (1.0, 1.0, 1.0)))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

@@ -17,14 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import SceneData, load_scene
+from ..data.scene import scene_fingerprint
 from ..data.points import points_from_depth
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..fields.density import DensityController
 from ..fields.gaussians import FeatureLayout, GaussianField, TeacherSpec
 from ..fields.init import check_points, knn_log_scales, random_points_near_focus, scene_extent, subsample
 from ..fields.ply import write_ply
 from ..fields.rendering import FieldRender, render_field
-from ..io import write_image, write_json
+from ..guard import OutputFolder
+from ..io import one_reason, write_image, write_json
 from ..render.backends import resolve_backend
 from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, teacher_options,
                         views_from_scene)
@@ -58,7 +60,12 @@ class TeacherTargets:
 
     @property
     def field_dim(self) -> int:  # width of this teacher's decoder head
-        return GROUPING_DIM if self.is_mask else self.teacher.dim
+        return _field_dim(self.teacher)
+
+
+def _field_dim(teacher: Teacher) -> int:
+    """Mask teachers (segments, SAM masks) get a grouping head; feature teachers one of their own width."""
+    return GROUPING_DIM if getattr(teacher, "kind", "features") == "masks" else teacher.dim
 
 
 def pick_device(name: str) -> torch.device:
@@ -71,28 +78,37 @@ def pick_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, scene: SceneData | None = None, resume: bool = False):
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.resume = resume
         self.out = Path(cfg.out)
+        scene_root = Path(cfg.scene).parent if Path(cfg.scene).is_file() else Path(cfg.scene)
+        inputs = [scene.root if scene is not None else scene_root] if (scene is not None or cfg.scene) else []
+        self.output = OutputFolder(cfg.out, inputs=inputs, staged=False, files=[CHECKPOINT, "config.json"])
+        self.cache_output = (OutputFolder(cfg.cache_dir, inputs=inputs, flag="--cache-dir", staged=False,
+                                          clean_depth=1) if cfg.cache_dir else None)
         self.device = pick_device(cfg.device)
         self.backend = resolve_backend(cfg.backend, self.device)  # fails early, with the fix, if not available
         resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
         self.scene = scene if scene is not None else load_scene(
             cfg.scene, downscale=cfg.downscale, max_size=cfg.max_size, eval_every=cfg.eval_every,
-            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale)
+            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale,
+            allow_outside_root=cfg.allow_outside_scene)
+        self.output.refuse_inputs(self.scene.root)
+        if self.cache_output is not None:
+            self.cache_output.refuse_inputs(self.scene.root)
         for note in self.scene.notes:
             print(f"note: {note}")
         if not self.scene.train_idx:
             raise ConfigError(f"{cfg.scene}: no training frames")
-        self.targets = self._teacher_targets()
         if resume_state is not None:
-            self._check_teachers_match(resume_state)
+            self._check_scene_matches(resume_state)
+        teachers = self._make_teachers()
+        if resume_state is not None:
+            self._check_teachers_match(resume_state, teachers)
         self.extent = scene_extent(self.scene.cameras[self.scene.train_idx])
         self.depth_weight = 0.0 if self.scene.depths is None else (
             DEFAULT_DEPTH_WEIGHT if cfg.depth_weight is None else cfg.depth_weight)
-        if self.depth_weight > 0:
-            print(f"depth loss: weight {self.depth_weight:g} against the scene's metric depth maps")
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.step = 0
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
@@ -100,31 +116,59 @@ class Trainer:
             self.field = GaussianField.from_state(resume_state["field"]).to(self.device)
             self.step = resume_state["step"]
         else:
-            self.field = self._init_field().to(self.device)
+            self.field = self._init_field(teachers).to(self.device)
         self.optimizer = self._make_optimizer()
         self.density = DensityController(cfg.density, self.extent)
         if resume_state is not None:
             fused = [g.get("fused") for g in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(resume_state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(resume_state["optimizer"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as e:
+                raise DataError(f"{self.out / CHECKPOINT}: optimizer state does not fit the field "
+                                f"({one_reason(e)})") from None
             for g, f in zip(self.optimizer.param_groups, fused):  # keep this run's kernel choice, not the saved one
                 g["fused"] = f
         self.history: list[dict] = resume_state.get("history", []) if resume_state else []
         self.train_seconds = resume_state.get("train_seconds", 0.0) if resume_state else 0.0
+        # Everything is checked; from here on the run writes, the teacher cache first.
+        if self.depth_weight > 0:
+            print(f"depth loss: weight {self.depth_weight:g} against the scene's metric depth maps")
+        self.targets = self._teacher_targets(teachers)
 
     # ---- set-up ----------------------------------------------------------------------------------------------
     def _resume_state(self) -> dict | None:
         ckpt = self.out / CHECKPOINT
         if self.resume:
-            return load_checkpoint(ckpt)
+            if not ckpt.exists():
+                raise ConfigError(f"{ckpt}: nothing to resume (no checkpoint yet: the run stopped before its first "
+                                  "save, or never ran); run again without --resume to start it afresh")
+            state = load_checkpoint(ckpt)
+            for key in ("step", "optimizer"):
+                if key not in state:
+                    raise DataError(f"{ckpt}: cannot be resumed: it has no '{key}' entry")
+            return state
         if ckpt.exists():
             raise ConfigError(f"{self.out} already holds a trained run: pass --resume to continue it, or choose "
                               "another --out")
         return None
 
-    def _check_teachers_match(self, state: dict) -> None:
+    def _check_scene_matches(self, state: dict) -> None:
+        """A checkpoint continues only on the scene it was trained on (it may have moved, but not changed)."""
+        rec, ckpt = state.get("scene") or {}, self.out / CHECKPOINT
+        mine = scene_fingerprint(self.scene)
+        if rec.get("fingerprint") is not None:
+            if rec["fingerprint"] != mine:
+                raise ConfigError(f"{ckpt}: was trained on another scene ({rec.get('root')}: "
+                                  f"{rec.get('frames', '?')} frames) than {self.scene.root} ({len(self.scene)} frames, "
+                                  "other frames or poses); resume it on its own scene or use a new --out")
+        elif rec.get("root") is not None and Path(rec["root"]).resolve() != Path(self.scene.root).resolve():
+            raise ConfigError(f"{ckpt}: was trained on {rec['root']}, not {self.scene.root}; resume it on its own "
+                              "scene or use a new --out")
+
+    def _check_teachers_match(self, state: dict, teachers: list[Teacher]) -> None:
         """A checkpoint's features only make sense for the teachers and widths it was trained with."""
         have = FeatureLayout.from_dict(state["field"]["layout"])
-        want = self._layout()
+        want = self._layout(teachers)
         if self.cfg.latent_dim is None:  # not asked for: keep the checkpoint's
             want.latent_dim = have.latent_dim
         if self.cfg.feature_view_degree is None:
@@ -134,18 +178,17 @@ class Trainer:
                               f"{_describe(want)}; use a new --out or the same teachers, --latent-dim and "
                               "--feature-view-degree")
 
-    def _teacher_targets(self) -> list[TeacherTargets]:
+    def _make_teachers(self) -> list[Teacher]:
         names = self.cfg.teachers
         if names is None:
             names = ["labels"] if self.scene.semantics is not None else []
             if not names:
                 print("note: no --teacher given and the scene has no semantic masks: training colour only")
+        names = [str(n).strip().lower() for n in names]
         if len(set(names)) != len(names):
             raise ConfigError(f"teacher listed twice: {names}")
-        cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.out / "cache"
-        cache = FeatureCache(cache_dir)
-        views = views_from_scene(self.scene)
-        targets = []
+        self.cfg.check_teacher_names(names)
+        teachers = []
         for name in names:
             takes = teacher_options(name)
             options = {"device": self.cfg.teacher_device} if self.cfg.teacher_device and (
@@ -153,13 +196,20 @@ class Trainer:
             if name in self.cfg.teacher_checkpoints:
                 options["checkpoint"] = self.cfg.teacher_checkpoints[name]
             options.update(self.cfg.teacher_options.get(name, {}))
-            teacher = make_teacher(name, **options)
-            outputs = extract_features(teacher, views, cache, progress=self.cfg.progress)
-            targets.append(TeacherTargets(teacher, outputs))
-        return targets
+            teachers.append(make_teacher(name, **options))
+        return teachers
 
-    def _layout(self) -> FeatureLayout:
-        specs = [TeacherSpec(t.teacher.name, t.field_dim) for t in self.targets]
+    def _teacher_targets(self, teachers: list[Teacher]) -> list[TeacherTargets]:
+        if self.cache_output is not None:
+            self.cache_output.open()  # creates it and removes what killed runs left there
+            cache = FeatureCache(self.cache_output.path)
+        else:
+            cache = FeatureCache(self.output.open() / "cache")
+        views = views_from_scene(self.scene)
+        return [TeacherTargets(t, extract_features(t, views, cache, progress=self.cfg.progress)) for t in teachers]
+
+    def _layout(self, teachers: list[Teacher]) -> FeatureLayout:
+        specs = [TeacherSpec(t.name, _field_dim(t)) for t in teachers]
         latent = self.cfg.latent_dim
         if latent is None:  # 16 latent channels per wide teacher, shared by all heads
             wide = sum(s.dim > 64 for s in specs)
@@ -168,7 +218,7 @@ class Trainer:
             latent = 0
         degree = self.cfg.feature_view_degree
         if degree is None:
-            degree = 2 if any(getattr(t.teacher, "view_dependent", False) for t in self.targets) else 0
+            degree = 2 if any(getattr(t, "view_dependent", False) for t in teachers) else 0
         return FeatureLayout(specs, latent, self.cfg.decoder_hidden, degree if specs else 0)
 
     def _init_points(self) -> tuple[Tensor, Tensor, str]:
@@ -191,10 +241,10 @@ class Trainer:
         check_points(pts, cols)
         return pts, cols, how
 
-    def _init_field(self) -> GaussianField:
+    def _init_field(self, teachers: list[Teacher]) -> GaussianField:
         pts, cols, how = self._init_points()
         print(f"init: {len(pts)} Gaussians from {how}")
-        return GaussianField(pts, cols, knn_log_scales(pts), self._layout(), self.cfg.sh_degree,
+        return GaussianField(pts, cols, knn_log_scales(pts), self._layout(teachers), self.cfg.sh_degree,
                              self.cfg.init_opacity, self.cfg.seed)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -296,7 +346,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.output.open()
         write_json(self.out / "config.json", cfg.to_dict())
         order: list[int] = []
         g = torch.Generator().manual_seed(cfg.seed + self.step)
@@ -333,7 +383,8 @@ class Trainer:
             "teachers": [{"name": t.teacher.name, "dim": t.teacher.dim, "config": t.teacher.config()}
                          for t in self.targets],
             "scene": {"name": self.scene.name, "root": str(Path(self.scene.root).resolve()),
-                      "world_from_scene": self.scene.world_from_scene.tolist()},
+                      "world_from_scene": self.scene.world_from_scene.tolist(), "frames": len(self.scene),
+                      "fingerprint": scene_fingerprint(self.scene)},
             "history": self.history,
             "train_seconds": self.train_seconds,
         })
