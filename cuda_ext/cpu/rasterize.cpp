@@ -116,7 +116,7 @@ template <typename T> class Scratch {
 };
 
 constexpr int kBlock = 8;      // vectors of channels held in registers at a time
-constexpr int kBatch = 32;     // forward: Gaussians whose weights are gathered before the D-wide sums
+constexpr int kMaxChunks = 16;  // chunks per tile row at most (32 pixels, 2 lanes)
 constexpr int kSmallK = 8;     // reverse: up to this many geometry channels, dot products are done channel-major
 
 // Pixel layout of a tile (see the top of the file) and the pixel centres' x of each chunk.
@@ -156,53 +156,84 @@ template <template <int> class K, typename... A> inline void dispatch_nv(int nv,
 // ---- forward ------------------------------------------------------------------------------------------------------
 
 template <typename T> struct FwdScratch {
-    using I = typename simd::Vec<T>::mask;
-    using Ie = std::remove_reference_t<decltype(I{}[0])>;  // int32 / int64, lanes as wide as T's
+    using Ie = std::remove_reference_t<decltype(simd::vmask<T>{}[0])>;  // int32 / int64: lanes as wide as T's
+    static constexpr int kWordBits = 8 * int(sizeof(Ie));
     TileLayout<T> lay;
-    Scratch<T> trans, alpha_sum, w, colb, accum;  // w [kBatch, P]; colb [kBatch, dp]; accum [P, dp]
-    Scratch<Ie> last, bits;                       // per pixel; bits: which of the batch's Gaussians took it
+    int batch, words;  // Gaussians gathered before the D-wide sums (their colours fill ~64 KB); bit words per pixel
+    Scratch<T> trans, alpha_sum, w, colb, accum;  // w [batch, P]; colb [batch, dp]; accum [P, dp]
+    Scratch<Ie> last, bits;                       // per pixel; bits [words, P]: which of the batch's Gaussians took it
     Scratch<simd::vec<T>> xc;
+    std::vector<const T*> wrow, crow;             // per batch slot: its row of w, its colour (padded to dp)
     std::vector<uint8_t> started;                 // per pixel: accum holds a sum
     std::vector<int> row_alive;                   // per tile row: pixels still taking Gaussians
     FwdScratch(int ts, int D)
-        : lay(ts, D), trans(lay.P), alpha_sum(lay.P), w(size_t(kBatch) * lay.P), colb(size_t(kBatch) * lay.dp),
-          accum(size_t(lay.P) * lay.dp), last(lay.P), bits(lay.P), xc(lay.nc), started(lay.P), row_alive(ts) {}
+        : lay(ts, D), batch(std::clamp(16384 / lay.dp / kWordBits * kWordBits, kWordBits, 256)),
+          words(batch / kWordBits), trans(lay.P), alpha_sum(lay.P), w(size_t(batch) * lay.P),
+          colb(size_t(batch) * lay.dp), accum(size_t(lay.P) * lay.dp), last(lay.P), bits(size_t(words) * lay.P),
+          xc(lay.nc), wrow(batch), crow(batch), started(lay.P), row_alive(ts) {
+        for (int jl = 0; jl < batch; ++jl) wrow[jl] = w.data() + size_t(jl) * lay.P;
+    }
 };
 
-// accum[p] (+)= sum over the set bits jl of `mask` of w[jl * wstride] * colb[jl * dp], NV vectors of channels.
+// acc (+)= sum over the batch's Gaussians jl set in the pixel's bit words of wrow[jl][p] * crow[jl], for NV vectors
+// of channels held in registers (two sets for short rows, so that consecutive Gaussians' FMAs do not wait on each
+// other's latency).
 template <int NV> struct FwdPixel {
-    template <typename T>
-    static void run(T* acc, bool add, uint32_t mask, const T* w, int wstride, const T* colb, int dp) {
+    template <typename T, typename Ie>
+    static void run(T* acc, bool add, const Ie* words, int nwords, const T* const* wrow, int p, const T* const* crow,
+                    int c0) {
         using V = simd::vec<T>;
-        constexpr int L = simd::lanes<T>;
-        V r[NV];
+        using Ue = std::make_unsigned_t<Ie>;
+        constexpr int L = simd::lanes<T>, kBits = 8 * int(sizeof(Ie));
+        constexpr bool two = NV <= 4;
+        V r0[NV], r1[NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) r[v] = add ? load<V>(acc + v * L) : bcast<V>(T(0));
-        for (; mask; mask &= mask - 1) {
-            const int jl = __builtin_ctz(mask);
-            const T wj = w[jl * wstride];
-            const T* c = colb + jl * dp;
+        for (int v = 0; v < NV; ++v) {
+            r0[v] = add ? load<V>(acc + v * L) : bcast<V>(T(0));
+            r1[v] = bcast<V>(T(0));
+        }
+        for (int wd = 0; wd < nwords; ++wd) {
+            for (Ue m = Ue(words[wd]); m;) {
+                int jl = wd * kBits + __builtin_ctzll(m);
+                m &= m - 1;
+                T wj = wrow[jl][p];
+                const T* c = crow[jl] + c0;
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; ++v) r[v] += wj * load<V>(c + v * L);
+                for (int v = 0; v < NV; ++v) r0[v] += wj * load<V>(c + v * L);
+                if (!two || !m) continue;
+                jl = wd * kBits + __builtin_ctzll(m);
+                m &= m - 1;
+                wj = wrow[jl][p];
+                c = crow[jl] + c0;
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; ++v) r1[v] += wj * load<V>(c + v * L);
+            }
         }
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) store(acc + v * L, r[v]);
+        for (int v = 0; v < NV; ++v) store(acc + v * L, two ? r0[v] + r1[v] : r0[v]);
     }
 };
 
 template <typename T> void fwd_flush(const TileBox& b, FwdScratch<T>& ws) {
+    using Ie = typename FwdScratch<T>::Ie;
     const TileLayout<T>& lay = ws.lay;
+    Ie words[8];
     for (int r = 0; r < b.y1 - b.y0; ++r) {
         for (int i = 0; i < b.x1 - b.x0; ++i) {
             const int p = r * lay.rs + i;
-            const uint32_t m = uint32_t(ws.bits.data()[p]);
-            if (!m) continue;
-            ws.bits.data()[p] = 0;
+            Ie any = 0;
+            for (int wd = 0; wd < ws.words; ++wd) {
+                Ie& src = ws.bits.data()[size_t(wd) * lay.P + p];
+                words[wd] = src;
+                any |= src;
+                src = 0;
+            }
+            if (!any) continue;
             const bool add = ws.started[p];
             ws.started[p] = 1;
             T* acc = ws.accum.data() + size_t(p) * lay.dp;
             for_blocks<T>(lay.dp, [&](int nv, int c0) {
-                dispatch_nv<FwdPixel>(nv, acc + c0, add, m, ws.w.data() + p, lay.P, ws.colb.data() + c0, lay.dp);
+                dispatch_nv<FwdPixel>(nv, acc + c0, add, words, ws.words, ws.wrow.data(), p, ws.crow.data(), c0);
             });
         }
     }
@@ -211,10 +242,10 @@ template <typename T> void fwd_flush(const TileBox& b, FwdScratch<T>& ws) {
 template <typename T>
 void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& out, int64_t t, FwdScratch<T>& ws) {
     using V = simd::vec<T>;
-    using I = typename simd::Vec<T>::mask;
+    using I = simd::vmask<T>;
     using U = typename simd::Vec<T>::bits;
     using Ie = typename FwdScratch<T>::Ie;
-    constexpr int L = simd::lanes<T>;
+    constexpr int L = simd::lanes<T>, kBits = FwdScratch<T>::kWordBits;
     const TileLayout<T>& lay = ws.lay;
     const int ts = lay.ts, rs = lay.rs, D = a.channels;
     const TileBox b = tile_box(t, tiles_along(a.width, ts), ts, a.width, a.height);
@@ -222,7 +253,6 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
     T* __restrict trans = ws.trans.data();
     T* __restrict alpha_sum = ws.alpha_sum.data();
     Ie* __restrict last = ws.last.data();
-    Ie* __restrict bits = ws.bits.data();
     V* xc = ws.xc.data();
     chunk_x<T>(b, lay.nc, xc);
     for (int r = 0; r < ts; ++r) {
@@ -237,15 +267,21 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
     }
     int alive = (b.x1 - b.x0) * (b.y1 - b.y0);
     int nb = 0;  // Gaussians in the current batch
+    SplatCol<V> cols[kMaxChunks];
+    I inr[kMaxChunks];
     for (int32_t j = 0; j < len && alive > 0; ++j) {
         if (j + kPrefetch < len) prefetch_gaussian(a, recs, a.flat_ids[begin + j + kPrefetch]);
         const int32_t g = a.flat_ids[begin + j];
         const Span sp = clip(recs[g].rect, b);
         if (sp.xa > sp.xb || sp.ya > sp.yb) continue;
         const Splat<T> s = recs[g].s;
-        const T xa = T(sp.xa), xb = T(sp.xb);
         const int c0 = (sp.xa - b.x0) / L, c1 = (sp.xb - b.x0) / L;
-        const U bit = bcast<U>(1u << nb);
+        for (int c = c0; c <= c1; ++c) {  // what the rows share: the columns' terms, the lanes inside the rectangle
+            cols[c] = splat_col(s, (xc[c] + T(0.5)) - s.mx);
+            inr[c] = (xc[c] >= T(sp.xa)) & (xc[c] <= T(sp.xb));
+        }
+        const U bit = bcast<U>(std::make_unsigned_t<Ie>(1) << (nb % kBits));
+        Ie* __restrict bw = ws.bits.data() + size_t(nb / kBits) * lay.P;
         T* __restrict wb = ws.w.data() + size_t(nb) * lay.P;
         I took = bcast<I>(0);
         // the weights of every chunk of the rectangle; rows and chunks are independent, so the processor overlaps
@@ -256,18 +292,19 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
             const SplatRow<T> row = splat_row(s, y);
             for (int c = c0; c <= c1; ++c) {
                 const int p = rr * rs + c * L;
-                const V x = xc[c];
-                const Alpha<V> al = splat_alpha_dx(s, row, (x + T(0.5)) - s.mx);
-                const V alpha = ((x >= xa) & (x <= xb)) ? al.alpha : T(0);
-                const V t0 = load<V>(trans + p), next = t0 * (T(1) - alpha);
-                const I live = (alpha > T(0)) & (t0 > T(0));
-                const I st = live & (next < Blend<T>::t_min);  // would make the pixel (nearly) opaque: stop
-                const V wi = (live & ~st) ? alpha * t0 : T(0);
-                store(trans + p, st ? T(0) : (wi > T(0) ? next : t0));
+                const V t0 = load<V>(trans + p);
+                const I open = t0 > T(0);  // not stopped (transmittance of a running pixel stays >= t_min)
+                if (!movemask(open)) continue;
+                const V alpha = inr[c] ? splat_alpha_at(s, row, cols[c]).alpha : T(0);
+                // Stopped pixels have t0 = 0 and get w = 0; alpha = 0 leaves t0 as it is: no other case to mask.
+                const V next = t0 * (T(1) - alpha);
+                const I st = (next < Blend<T>::t_min) & open;  // would make the pixel (nearly) opaque: stop
+                const V wi = st ? T(0) : alpha * t0;
+                store(trans + p, st ? T(0) : next);
                 store(alpha_sum + p, load<V>(alpha_sum + p) + wi);
                 store(wb + p, wi);
                 const I take = wi != T(0);
-                store(bits + p, load<U>(bits + p) | (U(take) & bit));
+                store(bw + p, load<U>(bw + p) | (U(take) & bit));
                 took |= take;
                 if (const uint32_t sm = movemask(st)) {  // (rare) pixels that stop at this Gaussian
                     const int n = __builtin_popcount(sm);
@@ -278,8 +315,16 @@ void fwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterOut<T>& ou
             }
         }
         if (!movemask(took)) continue;
-        std::copy(a.colors + int64_t(g) * D, a.colors + int64_t(g + 1) * D, ws.colb.data() + size_t(nb) * lay.dp);
-        if (++nb == kBatch) {
+        // Colour rows are read in place, a whole number of vectors each (the lanes past D land in accumulator padding);
+        // only a row whose padded read would run past the end of the array is copied, zero-padded, first.
+        const T* colour = a.colors + int64_t(g) * D;
+        if (int64_t(g) * D + lay.dp > int64_t(a.n) * D) {
+            T* dst = ws.colb.data() + size_t(nb) * lay.dp;
+            for (int c = 0; c < D; ++c) dst[c] = colour[c];
+            colour = dst;
+        }
+        ws.crow[nb] = colour;
+        if (++nb == ws.batch) {
             fwd_flush(b, ws);
             nb = 0;
         }
@@ -335,7 +380,11 @@ template <int NV> struct BwdPixels {
     static void go(const BwdScratch<T>& ws, int ya, int yb, bool first_dot, int c0) {
         using V = simd::vec<T>;
         constexpr int L = simd::lanes<T>;
-        const TileLayout<T>& lay = ws.lay;
+        const int rs = ws.lay.rs, dp = ws.lay.dp;
+        const T* __restrict grad = ws.grad.data() + c0;
+        const T* __restrict w = ws.w.data();
+        const uint32_t* rowmask = ws.rowmask.data();
+        V* __restrict dpart = ws.dpart.data();
         V acc[NV], ck[NV];
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) {
@@ -343,18 +392,21 @@ template <int NV> struct BwdPixels {
             ck[v] = DOT ? load<V>(ws.colk.data() + c0 + v * L) : bcast<V>(T(0));
         }
         for (int rr = ya; rr <= yb; ++rr) {
-            for (uint32_t m = ws.rowmask[rr]; m; m &= m - 1) {
-                const int p = rr * lay.rs + __builtin_ctz(m);
-                const T* G = ws.grad.data() + size_t(p) * lay.dp + c0;
-                const T wp = ws.w.data()[p];
-                V d = bcast<V>(T(0));
+            for (uint32_t m = rowmask[rr]; m; m &= m - 1) {
+                const int p = rr * rs + __builtin_ctz(m);
+                const T* G = grad + size_t(p) * dp;
+                const T wp = w[p];
+                V d0 = bcast<V>(T(0)), d1 = bcast<V>(T(0));  // (two chains: the FMAs' latency overlaps)
 #pragma GCC unroll 8
                 for (int v = 0; v < NV; ++v) {
                     const V gv = load<V>(G + v * L);
                     if (COL) acc[v] += wp * gv;
-                    if (DOT) d += gv * ck[v];
+                    if (DOT) {
+                        if (v & 1) d1 += gv * ck[v];
+                        else d0 += gv * ck[v];
+                    }
                 }
-                if (DOT) store(ws.dpart.data() + p, first_dot ? d : ws.dpart.data()[p] + d);
+                if (DOT) dpart[p] = first_dot ? d0 + d1 : dpart[p] + (d0 + d1);
             }
         }
         if (COL) {
@@ -387,6 +439,7 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
     T* __restrict wt = ws.w.data();
     T* __restrict grad_cm = ws.grad_cm.data();
     Ie* __restrict last = ws.last.data();
+    const V* __restrict dpart = ws.dpart.data();
     V* xc = ws.xc.data();
     chunk_x<T>(b, lay.nc, xc);
     int32_t walk = 0;  // how much of the list some pixel of the tile went through
@@ -401,7 +454,8 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
                 continue;
             }
             const int64_t pix = int64_t(y) * a.width + x;
-            std::copy(g.v_image + pix * D, g.v_image + (pix + 1) * D, G);
+            const T* vi = g.v_image + pix * D;
+            for (int c = 0; c < D; ++c) G[c] = vi[c];
             const T* img = g.image + pix * D;
             const T ga = g.v_alpha ? g.v_alpha[pix] : T(0);
             T rsum = ga * g.alpha[pix], gbg = 0;
@@ -420,6 +474,8 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
         for (int p = 0; p < P; ++p)
             for (int c = 0; c < k; ++c) grad_cm[size_t(c) * P + p] = grad[size_t(p) * lay.dp + c];
     const int nch = std::max(need_col ? lay.dp : 0, fused_dot ? kp : 0);  // channels of the per-pixel pass
+    SplatCol<V> cols[kMaxChunks];
+    I inr[kMaxChunks];
     for (int32_t j = 0; j < walk; ++j) {
         if (j + kPrefetch < walk) prefetch_gaussian(a, recs, a.flat_ids[begin + j + kPrefetch]);
         const int32_t gi = a.flat_ids[begin + j];
@@ -427,9 +483,12 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
         if (sp.xa > sp.xb || sp.ya > sp.yb) continue;
         const Splat<T> s = recs[gi].s;
         const T* col = a.colors + int64_t(gi) * D;
-        const T xa = T(sp.xa), xb = T(sp.xb);
         const int c0 = (sp.xa - b.x0) / L, c1 = (sp.xb - b.x0) / L;
         const int ya = sp.ya - b.y0, yb = sp.yb - b.y0;
+        for (int c = c0; c <= c1; ++c) {
+            cols[c] = splat_col(s, (xc[c] + T(0.5)) - s.mx);
+            inr[c] = (xc[c] >= T(sp.xa)) & (xc[c] <= T(sp.xb));
+        }
         // 1. alpha exactly as the forward, for the pixels that took this Gaussian, and their weights
         uint32_t any = 0;
         for (int rr = ya; rr <= yb; ++rr) {
@@ -437,9 +496,9 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
             uint32_t rm = 0;
             for (int c = c0; c <= c1; ++c) {
                 const int p = rr * rs + c * L;
-                const V x = xc[c];
-                const Alpha<V> v = splat_alpha_dx(s, row, (x + T(0.5)) - s.mx);
-                const I ok = (x >= xa) & (x <= xb) & (load<I>(last + p) > Ie(j));
+                const I ok = inr[c] & (load<I>(last + p) > Ie(j));
+                if (!movemask(ok)) continue;  // (its bits in rm stay 0: nothing below reads the chunk)
+                const Alpha<V> v = splat_alpha_at(s, row, cols[c]);
                 const V alpha = ok ? v.alpha : T(0);
                 store(al + p, alpha);
                 store(ee + p, ok ? v.e : T(0));
@@ -452,8 +511,9 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
         if (!any) continue;
         // 2. one pass over the pixels that took it, a channel block at a time: colour gradient, fused dot products
         if (fused_dot) {
-            std::copy(col, col + k, ws.colk.data());
-            std::fill(ws.colk.data() + k, ws.colk.data() + kp, T(0));
+            T* ck = ws.colk.data();
+            for (int c = 0; c < k; ++c) ck[c] = col[c];
+            for (int c = k; c < kp; ++c) ck[c] = T(0);
         }
         bool first_dot = true;
         for_blocks<T>(nch, [&](int nv, int c0b) {
@@ -481,16 +541,15 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
                 if (small_k) {
                     dot = bcast<V>(T(0));
                     for (int q = 0; q < k; ++q) dot += load<V>(grad_cm + size_t(q) * P + p) * col[q];
-                } else {
-                    for (int l = 0; l < L; ++l) dot[l] = (rm >> (c * L + l)) & 1u ? simd::hsum(ws.dpart.data()[p + l]) : T(0);
+                } else {  // the chunk's lanes' partial dot products, summed (lanes that did not take it: masked below)
+                    dot = simd::transpose_sum(dpart + p);
                 }
                 const V gw = (alpha != T(0)) ? load<V>(base + p) + dot : T(0);
                 V rs_ = load<V>(rest + p);
                 const V g_alpha = blend_bwd_step<V, T>(tr, rs_, alpha, gw);
                 store(trans + p, tr);
                 store(rest + p, rs_);
-                const SplatGrad<V> d = splat_alpha_grad_dx(s, row, (xc[c] + T(0.5)) - s.mx, alpha, load<V>(ee + p),
-                                                           g_alpha);
+                const SplatGrad<V> d = splat_alpha_grad_dx(s, row, cols[c].dx, alpha, load<V>(ee + p), g_alpha);
                 gm[0] += d.mx;
                 gm[1] += d.my;
                 gm[2] += d.a;

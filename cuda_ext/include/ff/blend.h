@@ -55,14 +55,30 @@ template <typename V> struct Alpha {
     V alpha, e;
 };
 
-template <typename T, typename V> FF_HD Alpha<V> splat_alpha_dx(const Splat<T>& s, const SplatRow<T>& r, V dx) {
-    const V sigma = (r.sy + (s.ha * dx) * dx) + (s.lb * dx) * r.dy;
+// The part of sigma a column of pixels shares (CPU: a chunk of a row, reused by every row of the rectangle).
+template <typename V> struct SplatCol {
+    V dx;  // pixel centre x - mean x
+    V qx;  // 0.5 log2(e) a dx^2
+    V bx;  // log2(e) b dx
+};
+
+template <typename T, typename V> FF_HD SplatCol<V> splat_col(const Splat<T>& s, V dx) {
+    return SplatCol<V>{dx, (s.ha * dx) * dx, s.lb * dx};
+}
+
+template <typename T, typename V>
+FF_HD Alpha<V> splat_alpha_at(const Splat<T>& s, const SplatRow<T>& r, const SplatCol<V>& col) {
+    const V sigma = (r.sy + col.qx) + col.bx * r.dy;
     const V ex = exp2_neg(-ff_min(sigma, T(64)));  // beyond 2^-64 everything is skipped anyway (no denormals)
     const V raw = s.o * ex;
     const auto keep = (sigma >= T(0)) & (raw >= Blend<T>::alpha_min);
     const V alpha = keep ? ff_min(raw, Blend<T>::alpha_max) : T(0);
     const V e = keep ? ex : T(0);
     return Alpha<V>{alpha, e};
+}
+
+template <typename T, typename V> FF_HD Alpha<V> splat_alpha_dx(const Splat<T>& s, const SplatRow<T>& r, V dx) {
+    return splat_alpha_at(s, r, splat_col(s, dx));
 }
 
 template <typename T> FF_HD T pixel_dx(const Splat<T>& s, int x) { return (T(x) + T(0.5)) - s.mx; }

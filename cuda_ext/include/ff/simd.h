@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
 #include <immintrin.h>
@@ -112,7 +113,49 @@ template <typename V> inline auto hsum(V v) {
     return s;
 }
 
+// Lane i of the result = the sum of the lanes of v[i], for the lanes(V) vectors v[0..L): a transposed
+// horizontal sum, log2(L) rounds that each halve the number of vectors with two shuffles and an add per pair.
+namespace detail {
+// Round with group size g: x and y hold groups of 2g partial sums (one group per source vector); the output holds
+// groups of g, x's groups first, each the sum of the two halves of an input group.
+constexpr int tsum_lane(int L, int g, int o, int half) {
+    const int q = o / g, r = o % g, ng = L / (2 * g);
+    return (q < ng ? q * 2 * g : L + (q - ng) * 2 * g) + r + half * g;
+}
+template <typename V, int L, int G, std::size_t... O> inline V tsum_pair(V x, V y, std::index_sequence<O...>) {
+    return __builtin_shufflevector(x, y, tsum_lane(L, G, int(O), 0)...) +
+           __builtin_shufflevector(x, y, tsum_lane(L, G, int(O), 1)...);
+}
+template <typename V, int L, int G> inline V tsum_rounds(const V* in, int n) {
+    V out[L / 2 > 0 ? L / 2 : 1];
+    for (int i = 0; i < n / 2; ++i) out[i] = tsum_pair<V, L, G>(in[2 * i], in[2 * i + 1], std::make_index_sequence<L>{});
+    if constexpr (G > 1) {
+        return tsum_rounds<V, L, G / 2>(out, n / 2);
+    } else {
+        return out[0];
+    }
+}
+}  // namespace detail
+
+template <typename V> inline V transpose_sum(const V* v) {
+    constexpr int L = int(sizeof(V) / sizeof(v[0][0]));
+    return detail::tsum_rounds<V, L, L / 2>(v, L);
+}
+
 }  // namespace simd
+
+// min(a, b) of a vector and a scalar in one instruction (the generic `a < b ? a : b` costs a compare and a blend).
+inline simd::vec<float> ff_min(simd::vec<float> a, float b) {
+#if defined(__AVX512F__)
+    return _mm512_min_ps(a, _mm512_set1_ps(b));
+#elif defined(__AVX__)
+    return _mm256_min_ps(a, _mm256_set1_ps(b));
+#elif defined(__SSE2__)
+    return _mm_min_ps(a, _mm_set1_ps(b));
+#else
+    return a < b ? a : b;
+#endif
+}
 
 // exp2 for x in [-64, 0] on a vector: the polynomial of common.h's scalar exp2_neg, lane for lane the same result.
 inline simd::vec<float> exp2_neg(simd::vec<float> x) {
