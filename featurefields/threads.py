@@ -8,7 +8,8 @@ With one thread fewer than the busy cores would need, nothing waits, and the ste
 
 :class:`ThreadGovernor` measures, every few seconds, how much CPU time the *other* processes took (the machine's
 busy time in ``/proc/stat`` minus this process's own) and sets ``torch.set_num_threads`` (which the native kernels
-follow too) to the cores they leave idle, at least one. Where ``/proc/stat`` is unreadable it does nothing.
+follow too) to the cores they leave idle, at least one. Where ``/proc/stat`` is unreadable, or with the environment
+variable ``FF_ADAPT_THREADS=0``, it does nothing.
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ class ThreadGovernor:
     (1.0) and the decision stays; when it stops, the measure drops to ~0 and the thread comes back. Processes with a
     higher nice value mostly get the time this one leaves and barely count."""
 
-    def __init__(self, max_threads: int | None = None, period: float = 2.0, enabled: bool = True):
+    def __init__(self, max_threads: int | None = None, period: float = 2.0, enabled: bool | None = None):
+        if enabled is None:
+            enabled = os.environ.get("FF_ADAPT_THREADS", "1") != "0"
         self.max_threads = max_threads or torch.get_num_threads()
         self.period = period
         self.enabled = enabled and self.max_threads > 1 and _busy_seconds() is not None
@@ -71,3 +74,9 @@ class ThreadGovernor:
             torch.set_num_threads(want)
             self.threads = want
         return self.threads
+
+    def close(self) -> None:
+        """Back to the thread count it started from."""
+        if self.enabled and self.threads != self.max_threads:
+            torch.set_num_threads(self.max_threads)
+            self.threads = self.max_threads
