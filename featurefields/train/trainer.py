@@ -31,6 +31,7 @@ from ..render.backends import resolve_backend
 from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, teacher_options,
                         views_from_scene)
 from ..teachers.segments import segment_ids
+from ..threads import ThreadGovernor
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULT_DEPTH_WEIGHT, TrainConfig
@@ -353,7 +354,9 @@ class Trainer:
         bar = tqdm(total=cfg.iterations, initial=self.step, desc="train", unit="it", dynamic_ncols=True,
                    disable=not cfg.progress)
         t0 = time.perf_counter()
+        governor = ThreadGovernor()  # fewer threads while other processes keep cores busy (featurefields/threads.py)
         while self.step < cfg.iterations:
+            governor.update()
             if not order:
                 order = [self.scene.train_idx[j] for j in torch.randperm(len(self.scene.train_idx), generator=g)]
             stats = self.train_step(order.pop(), self.step)
@@ -369,6 +372,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.save()
         bar.close()
+        governor.close()
         self.train_seconds += time.perf_counter() - t0
         self.save()
         return self.finish()
