@@ -24,7 +24,7 @@ template <typename T> PairCounts rasterize_pairs_cpu(const RasterArgs<T>& a, con
     for (int64_t t = 0; t < n_tiles; ++t) {
         const int x0 = int(t % tx) * ts, y0 = int(t / tx) * ts;
         const int x1 = std::min(x0 + ts, a.width), y1 = std::min(y0 + ts, a.height);
-        const int32_t begin = a.tile_offsets[t], len = a.tile_offsets[t + 1] - begin;
+        const int32_t begin = a.tile_offsets[t];
         int32_t walk = 0;
         for (int y = y0; y < y1; ++y)
             for (int x = x0; x < x1; ++x) walk = std::max(walk, last[int64_t(y) * a.width + x]);
