@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# open3d needs libusb to import, and Vulkan + Mesa for its headless OffscreenRenderer.
+# open3d needs libusb to import, and Vulkan + Mesa for its headless OffscreenRenderer; the viewer's browser tests
+# drive Debian's chromium through playwright (playwright's own browser downloads are never used).
 need=()
-for pkg in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers; do
+for pkg in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -197,9 +197,8 @@ class RenderLoop(threading.Thread):
                     log.exception("render failed (%d so far on %s)", self.errors, self.name)
                 time.sleep(0.2)
                 continue
-            if done is None:
-                continue
-            mode, seconds, used = done
-            self._motion.record(mode, seconds, used, moving)
-            with self._cond:
+            with self._cond:  # a moving frame (drawn or skipped) is redone at full size once the camera rests
                 self._refine_at = (time.monotonic() + self._clock.rest()) if moving else None
+            if done is not None:
+                mode, seconds, used = done
+                self._motion.record(mode, seconds, used, moving)

@@ -110,7 +110,8 @@ class ClientSession:
         self.camera = BrowserCamera.from_handle(cam, self.clock.tick())
         self.camera_messages += 1
         if self._splat_handle is not None and not self._splat_handle.visible:
-            self._splat_handle.visible = True
+            self._splat_handle.visible = True  # the browser draws the moving scene; the last frame would ghost
+            self.client.scene.set_background_image(None)
         self.loop.poke(camera_moved=True)
 
     async def _on_click(self, event) -> None:

@@ -197,6 +197,29 @@ def test_text_on_a_field_without_a_text_aligned_teacher(browser, viewer_run, tmp
         server.stop()
 
 
+def test_client_side_splats_draw_while_moving_and_the_server_frame_at_rest(page_b, viewer):
+    p = page_b
+    t0 = time.monotonic()
+    p.page.get_by_text("Splats in browser").click()
+    p.wait(lambda s: s._splat_handle is not None, what="the splats")
+    x, y = p.canvas_point(CANVAS[0] / 2, CANVAS[1] / 2)
+    p.page.mouse.move(x, y)
+    p.page.mouse.down()
+    p.page.mouse.move(x - 120, y, steps=10)
+    p.page.mouse.up()
+
+    def at_rest(s):  # the last camera message came before a full-size frame, and the splats are hidden again
+        f = s.frames[-1]
+        return f if f.sent > t0 and not f.moving and f.sent > s.clock.last() and not s._splat_handle.visible else None
+
+    frame = p.wait(at_rest, what="a frame at rest with the splats hidden")
+    assert not [f for f in p.session.frames if f.sent > t0 and f.moving]  # the browser drew the motion itself
+    assert frame.mode == p.session.mode
+    assert len(viewer.source.current()[1]) == p.session._splat_handle.buffer.shape[0]
+    p.page.get_by_text("Splats in browser").click()
+    p.wait(lambda s: s._splat_handle is None, what="the splats to go")
+
+
 def test_a_browser_that_leaves_mid_render_ends_its_thread_quietly(browser, viewer, caplog):
     p = Page(browser, viewer)
     session = p.session
