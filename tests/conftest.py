@@ -69,7 +69,19 @@ class Oracle:
     scene: Path  # tiny tabletop scene folder (objects.json, meshes, semantics)
     checkpoint: Path
     field: object  # GaussianField
-    labels: list[str]  # label of every Gaussian
+    labels: list[str]  # label of every Gaussian (a named part's own: "mug handle")
+
+    def truth(self, *objects: str, parts: bool = True):
+        """[N] bool: the Gaussians of these objects, their named parts included unless ``parts=False``."""
+        import torch
+
+        from featurefields.scenegen.meshes import OBJECT_PARTS
+
+        want = set(objects) | {p for o in objects for p, _ in OBJECT_PARTS.get(o, [])} if parts else set(objects)
+        return torch.tensor([lab in want for lab in self.labels])
+
+    def count(self, obj: str) -> int:
+        return int(self.truth(obj).sum())
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.cameras import Cameras
 from ..errors import ConfigError, DataError
-from ..fields.density import quat_to_rotmat
 from ..fields.gaussians import GaussianField, sh0_to_rgb
 from ..fields.ply import write_ply
 from ..fields.splats import gaussians_of

@@ -33,7 +33,7 @@ def test_ff_query_text(oracle, tmp_path):
                "--out", out) == 0
     summary = json.loads((out / "query.json").read_text())
     assert summary["positives"] == ["mug"] and summary["teacher"] == "labels"
-    assert summary["selected_gaussians"] == oracle.labels.count("mug")
+    assert summary["selected_gaussians"] == oracle.count("mug")
     names = [f"frame_{i:05d}" for i in range(6)]
     assert [v["view"] for v in summary["views"]] == names
     from featurefields.data import load_scene
@@ -47,11 +47,11 @@ def test_ff_query_text(oracle, tmp_path):
         if gt.sum() > 5:
             assert (mask & gt).sum() > 0.5 * gt.sum()
     sel = Selection.load(out / "selection.pt", len(oracle.labels))
-    assert sel.count == oracle.labels.count("mug")
+    assert sel.count == oracle.count("mug")
     from plyfile import PlyData
 
     rel = PlyData.read(str(out / "relevancy.ply"))["vertex"].data["relevancy"]
-    mug = np.array(oracle.labels) == "mug"
+    mug = oracle.truth("mug").numpy()
     assert rel[mug].min() > 0.5 > rel[~mug].max()
 
 
@@ -105,11 +105,11 @@ def test_ff_edit_combines_queries_and_recolours(oracle, tmp_path):
 
     rgb = sh0_to_rgb(f.sh0.detach()[:, 0])
     red = (rgb - torch.tensor([1.0, 0, 0])).abs().max(-1).values < 1e-5
-    assert torch.equal(red, torch.tensor(np.array(oracle.labels) == "mug"))  # (mug or bowl) and not bowl
+    assert torch.equal(red, oracle.truth("mug"))  # (mug or bowl) and not bowl
     out2 = tmp_path / "x"
     assert run(ff_edit, oracle.checkpoint, "banana", "--extract", "--clean", "--negatives", "scene",
                "--out", out2) == 0
-    assert json.loads((out2 / "edit.json").read_text())["num_gaussians_after"] == oracle.labels.count("banana")
+    assert json.loads((out2 / "edit.json").read_text())["num_gaussians_after"] == oracle.count("banana")
 
 
 def test_ff_export_points_relevancy_and_views(oracle, tmp_path):
@@ -118,7 +118,7 @@ def test_ff_export_points_relevancy_and_views(oracle, tmp_path):
     out = tmp_path / "x"
     assert run(ff_export, oracle.checkpoint, "ball", "--views", "novel:2", "--negatives", "scene", "--out", out) == 0
     pcd = o3d.io.read_point_cloud(str(out / "points.ply"))
-    assert len(pcd.points) == oracle.labels.count("ball") and pcd.has_normals()
+    assert len(pcd.points) == oracle.count("ball") and pcd.has_normals()
     pts, nrm = np.asarray(pcd.points), np.asarray(pcd.normals)
     outward = ((pts - pts.mean(0)) * nrm).sum(1) > 0  # a ball's normals point away from its centre
     assert outward.mean() > 0.9
