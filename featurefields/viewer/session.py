@@ -38,6 +38,7 @@ COMBINE = ("replace", "add", "subtract")
 LIFTS = {"own features": "features", "views (slower, better at contacts)": "views"}
 FRUSTUM_CLICK_WINDOW = 0.5  # s: a scene click this soon after a frustum click is the same click
 PROMPT_SIDE = 320  # pixels: the longest side of the view a click or box is answered in
+SPLAT_REFRESH = 10.0  # s: a training run's splats are re-sent at most this often (100k splats are ~3 MB)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class ClientSession:
         self.panel = ControlPanel(self)
         self._frustums = self._add_frustums()
         self._splat_handle = None
+        self._splats_sent = 0.0
         client.camera.on_update(self._on_camera)
         client.scene.on_click()(self._on_click)
         client.scene.on_rect_select(modifier="shift")(self._on_rect)
@@ -129,7 +131,8 @@ class ClientSession:
         self._highlight = None
         if why:
             self.notify("Field changed", why, "blue", 6)
-        self._refresh_splats()
+        if not self.source.live or time.monotonic() - self._splats_sent > SPLAT_REFRESH:
+            self._refresh_splats()
         self.panel.show_field()
         self.loop.poke()
 
@@ -373,6 +376,7 @@ class ClientSession:
         if self.splats and not self.closed.is_set():
             from .splats import splat_arrays
 
+            self._splats_sent = time.monotonic()
             _, field = self.source.current()
             self._splat_handle = self.client.scene.add_gaussian_splats("/splats", **splat_arrays(field),
                                                                        visible=False)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from featurefields.io import read_json
 
 CHROMIUM = Path(os.environ.get("FF_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox"]
@@ -21,38 +20,29 @@ GIZMO = 80  # pixels at the canvas' bottom-left where viser draws its axes gizmo
 HIDE_NOTES = ".mantine-Notifications-root { visibility: hidden !important; }"
 
 
-# ---- ground truth ---------------------------------------------------------------------------------------------
-def object_labels(scene_root: Path, label: str) -> list[str]:
-    """``label`` and the labels of its parts (objects.json ``parts`` entries, when the scene has them): the mug's
-    ground truth is its body and its handle."""
-    data = read_json(Path(scene_root) / "objects.json")
-    out = [label]
-    for o in data.get("objects", []):
-        if o.get("label") != label:
-            continue
-        for part in o.get("parts", []) or []:
-            name = part.get("label") if isinstance(part, dict) else str(part)
-            if name and name not in out:
-                out.append(name)
-    return out
-
-
+# ---- ground truth (ff-eval segmentation's own rules) -------------------------------------------------------------
 def gt_mask(scene, scene_root: Path, frame: int, label: str) -> np.ndarray:
-    """[H, W] bool: the scene's semantic mask of ``label`` and its parts in ``frame``."""
+    """[H, W] bool: the scene's semantic mask of ``label`` in ``frame``, its named parts included (the mug's
+    handle is the mug too), as ff-eval segmentation counts it."""
+    from featurefields.query.evaluate import label_classes, load_objects
+
     names = scene.label_names
-    ids = [names.index(lab) for lab in object_labels(scene_root, label) if lab in names]
+    ids = label_classes(load_objects(scene_root), names).get(label, [names.index(label)])
     return np.isin(scene.semantics[frame].numpy(), ids)
 
 
-def gt_gaussians(field, scene_root: Path, label: str, min_opacity: float = 0.3) -> torch.Tensor:
-    """[N] bool: Gaussians that ff-eval segmentation's mesh test gives to ``label`` or one of its parts (opaque
-    ones only, as the evaluation counts them)."""
-    from featurefields.query.evaluate import GroundTruth3D, load_scene_meshes
+def gt_gaussians(field, scene_root: Path, label: str, min_opacity: float = 0.3, dilation: float = 0.01
+                 ) -> torch.Tensor:
+    """[N] bool: the Gaussians ff-eval segmentation's mesh test gives to ``label`` (inside its posed mesh, which
+    holds its parts, or within ``dilation`` of it and nearer to it than to any other mesh), opaque ones only."""
+    from featurefields.query.evaluate import GroundTruth3D, load_objects, load_scene_meshes
 
     gt = GroundTruth3D(field.element_positions().cpu(), load_scene_meshes(scene_root), scene_root)
-    inside = torch.zeros(len(field), dtype=torch.bool)
-    for lab in object_labels(scene_root, label):
-        inside |= gt.inside(lab, 0.01)
+    inside = gt.inside(label, dilation)
+    for o in load_objects(scene_root):  # and its named parts' (where a part mesh is the nearer one)
+        if o["label"] == label:
+            for part in o.get("parts", []):
+                inside |= gt.inside(part["label"], dilation)
     return inside & (field.element_opacities().cpu() >= min_opacity)
 
 

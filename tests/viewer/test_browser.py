@@ -141,6 +141,29 @@ def test_a_click_on_the_mug_selects_the_mugs_gaussians(page, viewer, viewer_run,
     save_docs_shot(page, "viewer_selection.png", tmp_path)
 
 
+def test_a_shift_drag_box_around_the_mug_selects_it_too(page, viewer, viewer_run, frame0):
+    page.session.clear_selection()
+    page.goto(frame0)
+    scene = viewer.source.current()[1].scene
+    ys, xs = np.nonzero(gt_mask(scene, viewer_run.scene, frame0.index, "mug"))
+    scale = CANVAS[0] / frame0.width
+    x0, y0 = page.canvas_point((xs.min() - 1) * scale, (ys.min() - 1) * scale)
+    x1, y1 = page.canvas_point((xs.max() + 2) * scale, (ys.max() + 2) * scale)
+    page.page.keyboard.down("Shift")
+    page.page.mouse.move(x0, y0)
+    page.page.mouse.down()
+    page.page.mouse.move(x1, y1, steps=8)
+    page.page.mouse.up()
+    page.page.keyboard.up("Shift")
+    page.wait(lambda s: s.selection is not None, what="a box selection")
+    assert page.session.selection_how.startswith("box")
+    _, field = viewer.source.current()
+    truth = gt_gaussians(field, viewer_run.scene, "mug")
+    sel = page.session.selection
+    precision = (sel.mask & truth).sum().item() / max(sel.count, 1)
+    assert precision >= 0.8 and (sel.mask & truth).sum().item() >= 0.3 * truth.sum().item(), precision
+
+
 def test_two_browsers_each_see_their_own_query(page, page_b, viewer, viewer_run, frame0):
     scene = viewer.source.current()[1].scene
     shots = {}

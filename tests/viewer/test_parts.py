@@ -228,6 +228,20 @@ def test_an_edit_swaps_the_field_and_refuses_stale_selections(field, viewer_run,
     assert folder2.name == "002_recolour" and source.checkpoint == folder2 / "checkpoint.pt"
     points = out.points(source.current()[1], sel2)
     assert points.name == "003_points.ply" and points.is_file()
+    import open3d as o3d
+    from plyfile import PlyData
+
+    from featurefields.io import read_image
+    from featurefields.viewer.paint import QuerySpec
+
+    assert len(o3d.io.read_point_cloud(str(points)).points) == sel2.count
+    rel = out.relevancy(source.current()[1], QuerySpec("mug", "scene"))
+    values = PlyData.read(str(rel))["vertex"].data["relevancy"]
+    assert rel.name == "004_relevancy.ply" and len(values) == len(source.current()[1])
+    assert (values > 0.5).sum() == sel2.count  # the mug (recoloured, same features) is what is relevant
+    img = (np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)
+    shot, png = out.screenshot(img)
+    assert np.array_equal(read_image(shot), img) and png[:4] == b"\x89PNG"
     nope = FieldSource(field)
     with pytest.raises(ConfigError, match="cannot be edited"):
         out.edit(nope, sel, 0, "delete")
