@@ -21,8 +21,11 @@ Parts (each a key of the JSON):
 - ``soak``: four browser contexts dragging their cameras for ``--soak-seconds`` (default 60) against one server:
   frames each client received per 10 s window (all must be > 0), warnings/exceptions in the server log, and the
   server process' resident memory at the start and end (growth must stay < 10%).
-- ``training``: step time of ``ff-train scenes/tabletop`` over ``--train-steps`` steps without a viewer, and with
-  a viewer and a browser dragging its camera throughout (same seed: same field growth), as a slowdown in %.
+- ``training``: ``ff-train scenes/tabletop`` for ``--train-seconds`` with its viewer switched on and off in
+  alternating 8 s windows (on: the step hook snapshots and the camera moves throughout, orbited from the server
+  at 30 updates/s, or dragged in the headless page, whose SwiftShader drawing then shares the two cores; off:
+  neither); the median step time of each window against its neighbours' gives the slowdown in %, free of the
+  drift of the field's size and of the machine's load.
 
 The machine (CPU model, SIMD, threads, load average before and after) is recorded; timings on a busy 2-core
 machine are slower than on an idle one.
@@ -229,10 +232,9 @@ def fps(field_source, browser: Browser, seconds: float) -> dict:
     return result
 
 
-def injected_orbit(session, page, server, seconds: float, hz: float = 30.0) -> dict:
-    """The camera orbits the scene at ``hz`` camera updates per second, set on the server as a browser with a GPU
-    would send them (the headless page draws too slowly to send that many itself); frames are counted as they
-    reach the page."""
+def orbit(session, server, seconds: float, hz: float = 30.0) -> None:
+    """Orbit the session's camera about the scene's focus at ``hz`` updates per second for ``seconds``, set on the
+    server as a browser with a GPU would send them (the headless page draws too slowly to send that many)."""
     import math
 
     import numpy as np
@@ -243,7 +245,6 @@ def injected_orbit(session, page, server, seconds: float, hz: float = 30.0) -> d
     start = session.camera
     c2w = start.c2w().double().numpy()
     focus, up = server.focus, server.up
-    n0, t_page0 = session.frame_count, page.evaluate("performance.now()")
     t0 = time.monotonic()
     k = 0
     while time.monotonic() - t0 < seconds:
@@ -256,6 +257,12 @@ def injected_orbit(session, page, server, seconds: float, hz: float = 30.0) -> d
         session.camera = BrowserCamera((w, x, y, z), tuple(m[:3, 3]), start.fov, start.canvas, session.clock.tick())
         session.loop.poke(camera_moved=True)
         time.sleep(max(0.0, t0 + k / hz - time.monotonic()))
+
+
+def injected_orbit(session, page, server, seconds: float, hz: float = 30.0) -> dict:
+    """Frames reaching the page while :func:`orbit` moves the camera."""
+    n0, t_page0 = session.frame_count, page.evaluate("performance.now()")
+    orbit(session, server, seconds, hz)
     t_page1 = page.evaluate("performance.now()")
     got = [t for t in page.evaluate("window.__ff.images") if t_page0 <= t <= t_page1]
     moving = [f for f in list(session.frames) if f.index > n0 and f.moving]
@@ -358,44 +365,78 @@ def soak(field_source, browser: Browser, seconds: float, clients: int = 4) -> di
     return result
 
 
-def training(browser: Browser, steps: int, scene: str) -> dict:
+def training(browser: Browser, seconds: float, scene: str, window: float = 8.0) -> dict:
+    """One training run whose viewer is switched on and off in alternating windows of ``window`` seconds. Off: no
+    step hook, the page idle. On: the step hook snapshots, and the camera moves throughout, either orbited from
+    the server at 30 updates/s (``orbit``: what the viewer costs) or dragged with the mouse in the headless page
+    (``drag``: that, plus SwiftShader drawing the page on the same two cores). Adjacent windows see the same
+    field size and nearly the same machine load, so the ratio of their median step times is the cost."""
     from featurefields.train.config import TrainConfig
     from featurefields.train.trainer import Trainer
     from featurefields.viewer.live import watch
 
-    def run(with_viewer: bool) -> dict:
-        out = tempfile.mkdtemp(prefix="ff-view-train-")
-        cfg = TrainConfig(scene=scene, out=out, iterations=steps, progress=False, save_every=0)
-        cfg.density.refine_stop = min(cfg.density.refine_stop, int(0.6 * steps))
-        trainer = Trainer(cfg)
-        stamps: list[float] = []
-        trainer.step_callbacks.append(lambda tr: stamps.append(time.perf_counter()))
-        server = None
-        if with_viewer:
-            server, source = watch(trainer, port=0)
-            ctx, page, session, center = browser.page(server, (640, 480))
-        thread = threading.Thread(target=trainer.train)
-        thread.start()
-        if with_viewer:
-            while thread.is_alive():
-                drag([(page, center)], 2.0)
-            frames = session.frame_count
-            snapshots = source.snapshots
-            snap_s = source.snapshot_seconds
-            ctx.close()
-            server.stop()
-        thread.join()
-        dt = [b - a for a, b in zip(stamps, stamps[1:])][10:]  # after the first steps' warm-up
-        res = {"median_step_s": statistics.median(dt), "mean_step_s": statistics.fmean(dt)}
-        if with_viewer:
-            res.update({"frames_sent": frames, "snapshots": snapshots, "snapshot_seconds": round(snap_s, 3)})
-        return res
+    out = tempfile.mkdtemp(prefix="ff-view-train-")
+    cfg = TrainConfig(scene=scene, out=out, iterations=100_000, progress=False, save_every=0)
+    trainer = Trainer(cfg)
+    server, source = watch(trainer, port=0)
+    hook = trainer.step_callbacks.pop()  # switched on per window below
+    state = {"on": False}
+    steps: list[tuple[float, bool]] = []  # (seconds, viewer on) per step
+    last = [time.perf_counter()]
 
-    base = run(False)
-    watched = run(True)
-    result = {"scene": scene, "steps": steps, "without_viewer": base, "with_viewer_and_moving_browser": watched,
-              "slowdown_percent_mean": round(100 * (watched["mean_step_s"] / base["mean_step_s"] - 1), 2),
-              "slowdown_percent_median": round(100 * (watched["median_step_s"] / base["median_step_s"] - 1), 2)}
+    def stamp(tr) -> None:
+        now = time.perf_counter()
+        steps.append((now - last[0], state["on"]))
+        last[0] = now
+
+    trainer.step_callbacks.append(stamp)
+    ctx, page, session, center = browser.page(server, (640, 480))
+    thread = threading.Thread(target=trainer.train, daemon=True)
+    thread.start()
+    windows = []
+    n = max(4, int(seconds / window))
+    plan = ["off"] + [how for _ in range(n // 2) for how in ("orbit", "off")] + ["drag", "off", "drag", "off"]
+    try:
+        for how in plan:
+            on = how != "off"
+            n0, frames0 = len(steps), session.frame_count
+            if on:
+                trainer.step_callbacks.insert(0, hook)
+                state["on"] = True
+                if how == "orbit":
+                    orbit(session, server, window)
+                else:
+                    drag([(page, center)], window)
+                trainer.step_callbacks.remove(hook)
+                state["on"] = False
+            else:
+                time.sleep(window)
+            dt = [d for d, flag in steps[n0 + 1:] if flag == on]
+            windows.append({"viewer": how, "steps": len(dt), "median_step_s": round(statistics.median(dt), 4)
+                            if dt else None, "frames_sent": session.frame_count - frames0,
+                            "gaussians": len(trainer.field)})
+            print(f"training window: {windows[-1]}", flush=True)
+    finally:
+        trainer.cfg.iterations = trainer.step  # ends the run at its next step
+        thread.join(180)
+        ctx.close()
+        server.stop()
+
+    def slowdown(how: str) -> float | None:
+        ratios = []
+        for i, w in enumerate(windows):
+            if w["viewer"] != how or not w["median_step_s"]:
+                continue
+            near = [windows[j]["median_step_s"] for j in (i - 1, i + 1)
+                    if 0 <= j < len(windows) and windows[j]["viewer"] == "off" and windows[j]["median_step_s"]]
+            if near and i > 1:  # the first on-window follows the warm-up
+                ratios.append(w["median_step_s"] / statistics.fmean(near))
+        return round(100 * (statistics.median(ratios) - 1), 2) if ratios else None
+
+    result = {"scene": scene, "window_seconds": window, "windows": windows,
+              "slowdown_percent_orbit": slowdown("orbit"), "slowdown_percent_drag": slowdown("drag"),
+              "snapshots": source.snapshots, "snapshot_seconds_total": round(source.snapshot_seconds, 3),
+              "render_share": source.share}
     print(f"training: {result}", flush=True)
     return result
 
@@ -408,7 +449,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=15)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--soak-seconds", type=float, default=60.0)
-    p.add_argument("--train-steps", type=int, default=400)
+    p.add_argument("--train-seconds", type=float, default=96.0)
     p.add_argument("--train-scene", default=str(ROOT / "scenes" / "tabletop"))
     args = p.parse_args()
     parts = args.only or ["latency", "fps", "still", "soak", "training"]
@@ -431,7 +472,7 @@ def main() -> None:
         if "soak" in parts:
             result["soak"] = soak(source, browser, args.soak_seconds)
         if "training" in parts:
-            result["training"] = training(browser, args.train_steps, args.train_scene)
+            result["training"] = training(browser, args.train_seconds, args.train_scene)
     finally:
         browser.close()
     result["load_average_1min_after"] = round(os.getloadavg()[0], 2)

@@ -20,7 +20,7 @@ import torch
 from ..fields.splats import GaussianFeatureField
 from .source import FieldSource
 
-DEFAULT_SHARE = 0.1  # of wall time for rendering while training runs (measured: see benchmarks/viewer.py)
+DEFAULT_SHARE = 0.05  # of wall time for rendering while training runs (measured: see benchmarks/viewer.py)
 DEFAULT_REFRESH = 1.0  # seconds between snapshots while someone watches
 
 
