@@ -416,13 +416,16 @@ bool has_cuda() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "featurefields native rasteriser: projection, SH, tile binning and blending of any channel count "
               "(CPU and CUDA kernels from one set of headers)";
-    m.def("project_fwd", &project_fwd);
-    m.def("project_bwd", &project_bwd);
-    m.def("sh_fwd", &sh_fwd);
-    m.def("sh_bwd", &sh_bwd);
-    m.def("bin_tiles", &bin_tiles);
-    m.def("rasterize_fwd", &rasterize_fwd);
-    m.def("rasterize_bwd", &rasterize_bwd);
+    // The kernels touch no Python objects, so they let go of the GIL: a render on one thread (a viewer's) then
+    // runs beside Python work on others (the viewer's web server, a training step), as torch's own ops do.
+    const auto nogil = py::call_guard<py::gil_scoped_release>();
+    m.def("project_fwd", &project_fwd, nogil);
+    m.def("project_bwd", &project_bwd, nogil);
+    m.def("sh_fwd", &sh_fwd, nogil);
+    m.def("sh_bwd", &sh_bwd, nogil);
+    m.def("bin_tiles", &bin_tiles, nogil);
+    m.def("rasterize_fwd", &rasterize_fwd, nogil);
+    m.def("rasterize_bwd", &rasterize_bwd, nogil);
     m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
     m.def("rasterize_pairs", &rasterize_pairs, "(live, taken, list entries walked) (Gaussian, pixel) pairs of a render");
     m.def("fma_peak_flops", &ff::fma_peak_flops, "FLOP/s of independent FMA chains on this build's vectors",

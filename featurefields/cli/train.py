@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import ConfigError, cli_entry
 from ..render.backends import BACKENDS
 from ..teachers import available_teachers
+from ..validate import arg, integer
 from . import ArgParser
 from ..train.config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 
@@ -22,6 +23,9 @@ examples:
         a foundation-model teacher from local weights (nothing is downloaded)
   ff-train scenes/tabletop --out outputs/tabletop --resume --iterations 6000
         continue a run from its checkpoint
+  ff-train scenes/tabletop --view
+        watch it train in a browser at http://127.0.0.1:8080 (--view 8090 for another port): colour, depth,
+        features and text queries on snapshots taken between steps; a pause button; edits once it is done
 
 teachers: labels (semantic masks -> sentence embeddings, 384-D, offline), sift (dense SIFT, 128-D, offline),
 segments (graph-based segments -> grouping loss, offline), clip (open_clip, MaskCLIP or multi-scale crops),
@@ -96,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint period in steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--view", type=arg(integer, lo=0, hi=65535), nargs="?", const=8080, default=None, metavar="PORT",
+                   help="serve a browser viewer of the training field on PORT (default 8080; see ff-view --help); "
+                        "it keeps serving the final field after training until Ctrl-C")
+    p.add_argument("--view-host", default="127.0.0.1", help="address the viewer listens on (default %(default)s)")
     return p
 
 
@@ -171,13 +179,37 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    from ..train.trainer import train
+    from ..train.trainer import CHECKPOINT, Trainer
 
-    metrics = train(cfg, resume=args.resume)
-    keys = [k for k in metrics if k in ("psnr", "ssim") or k.startswith("feature_cosine/")]
-    summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
-    print(f"done: {metrics['num_gaussians']} Gaussians, {metrics['train_seconds']:.0f} s; held-out {summary}")
-    print(f"outputs in {cfg.out}/ (checkpoint.pt, field.ply, metrics.json, previews/)")
+    if args.view is not None:  # a busy port fails now, not after loading the scene and its teachers
+        from ..viewer import check_port
+
+        check_port(args.view_host, args.view)
+    trainer = Trainer(cfg, resume=args.resume)
+    server = source = None
+    if args.view is not None:
+        from ..viewer.live import watch
+        from .view import setup_logging
+
+        setup_logging()
+        server, source = watch(trainer, args.view_host, args.view)
+        print(f"viewer: open {server.url} to watch the training", flush=True)
+    try:
+        metrics = trainer.train()
+        keys = [k for k in metrics if k in ("psnr", "ssim") or k.startswith("feature_cosine/")]
+        summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
+        print(f"done: {metrics['num_gaussians']} Gaussians, {metrics['train_seconds']:.0f} s; held-out {summary}")
+        print(f"outputs in {cfg.out}/ (checkpoint.pt, field.ply, metrics.json, previews/)")
+        if server is not None:
+            source.finish(trainer, Path(cfg.out) / CHECKPOINT)
+            print(f"viewer: still serving the trained field at {server.url} (Ctrl-C stops)", flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                print("viewer: stopped")
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -131,6 +132,9 @@ class Trainer:
                 g["fused"] = f
         self.history: list[dict] = resume_state.get("history", []) if resume_state else []
         self.train_seconds = resume_state.get("train_seconds", 0.0) if resume_state else 0.0
+        # Called with the trainer after every step, once the optimiser step and density control are done (the
+        # field is consistent then): the live viewer snapshots the parameters here, and its pause blocks here.
+        self.step_callbacks: list[Callable[[Trainer], None]] = []
         # Everything is checked; from here on the run writes, the teacher cache first.
         if self.depth_weight > 0:
             print(f"depth loss: weight {self.depth_weight:g} against the scene's metric depth maps")
@@ -361,6 +365,8 @@ class Trainer:
                 order = [self.scene.train_idx[j] for j in torch.randperm(len(self.scene.train_idx), generator=g)]
             stats = self.train_step(order.pop(), self.step)
             self.step += 1
+            for callback in self.step_callbacks:
+                callback(self)
             if self.step % 10 == 0 or self.step == cfg.iterations:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=len(self.field),
                                 refresh=False)
