@@ -31,6 +31,7 @@ class TrainConfig:
     downscale: float = 1.0
     max_size: int | None = None
     eval_every: int = 8  # every k-th frame is held out (transforms.json / RGB-D); Blender uses its test split
+    holdout: str | None = None  # another split instead: every:K, last:N, first:N (featurefields.data.load)
     stride: int = 1  # RGB-D sequences: use every k-th frame
     depth_scale: float = 1000.0  # RGB-D sequences: raw depth units per metre
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)

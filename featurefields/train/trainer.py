@@ -80,7 +80,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.scene = scene if scene is not None else load_scene(
             cfg.scene, downscale=cfg.downscale, max_size=cfg.max_size, eval_every=cfg.eval_every,
-            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale)
+            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale, holdout=cfg.holdout)
         for note in self.scene.notes:
             print(f"note: {note}")
         if not self.scene.train_idx:
