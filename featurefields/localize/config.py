@@ -28,15 +28,16 @@ class CoarseConfig:
     ransac_iterations: int = 1000
     min_inliers: int = 20  # fewer PnP inliers than this: no pose
     score_size: int = 96  # longest side of the renders that rank the hypotheses
-    keep: int = 2  # best-scoring hypotheses handed to the fine stage
+    keep: int = 2  # at most this many distinct, similarly scored hypotheses go to the fine stage
+    contender_margin: float = 0.05  # runners-up within this NCC of the best are refined too
 
 
 @dataclass
 class FineConfig:
     """Photometric refinement through the rasteriser's pose gradient: coarse to fine over an image pyramid."""
 
-    levels: tuple[float, ...] = (0.25, 0.5, 1.0)  # image scales, coarse to fine
-    steps: tuple[int, ...] = (8, 12, 12)  # renders (function evaluations) per level
+    levels: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)  # image scales, coarse to fine
+    steps: tuple[int, ...] = (8, 8, 12, 12)  # renders (function evaluations) per level
     optimizer: str = "lbfgs"  # lbfgs (strong-Wolfe line search) | adam
     pivot: float = 1.0  # rotations are about a point this many scene depths ahead of the camera (0: its centre)
     first_step_px: float = 0.5  # the first trial step of a level, in pixels of image motion at that level
@@ -44,7 +45,7 @@ class FineConfig:
     robust_scale: float = 0.1  # Cauchy loss scale on colour residuals in [0, 1]
     brightness: bool = True  # fit a gain and offset between render and image (auto exposure, other cameras)
     depth_weight: float = 1.0  # relative depth residual against a query depth image, when one is given
-    min_alpha: float = 0.5  # pixels the field covers less than this are ignored
+    min_alpha: float = 0.5  # the render-to-image gain is fitted where the field covers more than this
 
 
 @dataclass
@@ -55,6 +56,7 @@ class LocalizeConfig:
     fine: FineConfig = field(default_factory=FineConfig)
     icp: bool = True  # with a depth image: point-to-plane ICP (open3d) before the photometric stage
     min_ncc: float = 0.5  # the final render must correlate with the image at least this much, else no pose
+    accept_ncc: float = 0.9  # a refined pose this convincing ends the search (no other contender refined)
     blank_std: float = 2.0 / 255  # an image whose grey levels vary less than this is blank
 
     def to_dict(self) -> dict:

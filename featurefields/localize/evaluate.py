@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .config import LocalizeConfig
-from .fine import refine_pose
+from .fine import pypose, refine_pose
 from .index import get_index
 from .inputs import make_query
 from .pipeline import localize, verify
@@ -49,21 +49,17 @@ def pose_errors(est: np.ndarray | None, gt: np.ndarray) -> tuple[float, float]:
     """(rotation error in degrees, geodesic; translation error in cm) of a camera-to-world estimate."""
     if est is None:
         return math.inf, math.inf
-    import roma
-
-    rot = float(roma.rotmat_geodesic_distance(torch.as_tensor(est[:3, :3], dtype=torch.float64),
-                                              torch.as_tensor(gt[:3, :3], dtype=torch.float64)))
+    rel = torch.as_tensor(est[:3, :3].T @ gt[:3, :3], dtype=torch.float64)
+    rot = float(pypose().mat2SO3(rel, check=False).Log().norm())
     return math.degrees(rot), float(np.linalg.norm(est[:3, 3] - gt[:3, 3])) * 100.0
 
 
 def perturb(gt: np.ndarray, deg: float, metres: float, rng: np.random.Generator) -> np.ndarray:
     """``gt`` rotated by exactly ``deg`` about a random axis through the camera centre and moved ``metres`` in a
     random direction."""
-    import roma
-
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
-    R = roma.rotvec_to_rotmat(torch.from_numpy(axis * math.radians(deg))).numpy()
+    R = pypose().so3(torch.from_numpy(axis * math.radians(deg))).Exp().matrix().numpy()
     d = rng.normal(size=3)
     d /= np.linalg.norm(d)
     out = gt.copy()

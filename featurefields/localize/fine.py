@@ -30,12 +30,17 @@ if TYPE_CHECKING:
 LOSS_SCALE = 1e6  # L-BFGS sees the loss times this: its first step is then normalised (see refine_pose)
 
 
-def se3_exp(xi: Tensor) -> Tensor:
-    """[6] (translation, rotation vector) -> [4, 4] through pypose's SE(3) exponential (differentiable)."""
-    with warnings.catch_warnings():  # pypose still decorates with torch.jit.script, which warns on import
+def pypose():
+    """The pypose module (it still decorates with torch.jit.script, which warns on import: silenced)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import pypose as pp
-    return pp.se3(xi).Exp().matrix()
+    return pp
+
+
+def se3_exp(xi: Tensor) -> Tensor:
+    """[6] (translation, rotation vector) -> [4, 4] through pypose's SE(3) exponential (differentiable)."""
+    return pypose().se3(xi).Exp().matrix()
 
 
 @dataclass
@@ -133,7 +138,7 @@ def refine_pose(field: "FeatureField", query: Query, c2w0: np.ndarray, cfg: Fine
             loss.backward()
             if not bool(torch.isfinite(xi.grad).all()):
                 xi.grad.zero_()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             return loss.detach()
 
         def scaled(closure=closure, xi=xi):

@@ -60,20 +60,19 @@ def cauchy(r: Tensor, scale: float) -> Tensor:
     return torch.log1p((r / scale) ** 2)
 
 
-def photometric_loss(out: "FieldRender", target: Tensor, *, robust_scale: float, min_alpha: float,
-                     brightness: bool, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(loss, mask): the mean Cauchy loss of colour residuals over pixels the field covers (and ``valid`` ones)."""
-    mask = out.alpha.detach() > min_alpha
-    if valid is not None:
-        mask = mask & valid
+def photometric_loss(out, target: Tensor, *, robust_scale: float, min_alpha: float, brightness: bool
+                     ) -> tuple[Tensor, Tensor]:
+    """(loss, covered): the mean Cauchy loss of colour residuals over the whole image (the render composited on
+    the field's background), and the pixels the field covers (alpha > ``min_alpha``), where the gain is fitted.
+
+    Every pixel counts, covered or not: a loss over covered pixels only is zero for a camera that looks at
+    nothing, and an optimiser finds that exit."""
+    covered = out.alpha.detach() > min_alpha
     rgb = out.rgb
     if brightness:
-        gain, offset = fit_gain(rgb, target, mask)
+        gain, offset = fit_gain(rgb, target, covered)
         rgb = rgb * gain + offset
-    r = (rgb - target)[mask]
-    if r.numel() == 0:
-        return rgb.sum() * 0, mask
-    return cauchy(r, robust_scale).mean(), mask
+    return cauchy(rgb - target, robust_scale).mean(), covered
 
 
 def depth_loss(out: "FieldRender", depth: Tensor, mask: Tensor, scale: float = 0.05) -> Tensor:

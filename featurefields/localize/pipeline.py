@@ -124,7 +124,7 @@ def localize(field: "FeatureField", image: Any, intrinsics: Any, *, depth: Any =
 
     candidates: list[tuple[Hypothesis, np.ndarray, float, float]] = []  # (hypothesis, pose, ncc, mae)
     timings["icp"] = timings["fine"] = 0.0
-    for hyp in ranked[:max(1, cfg.coarse.keep)]:
+    for hyp in distinct_contenders(ranked, cfg, index.median_depth):
         pose = hyp.c2w
         if q.depth is not None and cfg.icp:
             t = time.perf_counter()
@@ -138,6 +138,8 @@ def localize(field: "FeatureField", image: Any, intrinsics: Any, *, depth: Any =
             timings["fine"] += time.perf_counter() - t
         score, mae = verify(field, q, pose, cfg)
         candidates.append((hyp, pose, score, mae))
+        if score >= cfg.accept_ncc:  # convincing: the other contenders cannot do meaningfully better
+            break
     hyp, pose, score, mae = max(candidates, key=lambda c: c[2])
     common = dict(inliers=hyp.inliers, matches=coarse.matches, reprojection_error=hyp.reprojection_px * px_back,
                   photometric_error=mae, ncc=score, coarse_c2w=hyp.c2w, hypotheses=summaries,
@@ -148,6 +150,27 @@ def localize(field: "FeatureField", image: Any, intrinsics: Any, *, depth: Any =
     timings["total"] = time.perf_counter() - t_start - timings.get("index", 0.0)
     return PoseEstimate(True, "", pose, confidence=confidence(hyp.inliers, score, cfg), timings=timings,
                         used_depth=full.depth is not None, **common)
+
+
+def distinct_contenders(ranked: list[Hypothesis], cfg: LocalizeConfig, scene_depth: float) -> list[Hypothesis]:
+    """The best hypothesis, plus up to ``keep - 1`` runners-up that scored nearly as well (within
+    ``contender_margin`` NCC) and sit somewhere else (more than 2 degrees or 5% of the scene depth away): two
+    renders that explain the image equally well are both worth refining; two copies of one pose are not."""
+    out = [ranked[0]]
+    for h in ranked[1:]:
+        if len(out) >= max(1, cfg.coarse.keep):
+            break
+        if h.score < ranked[0].score - cfg.coarse.contender_margin:
+            break
+        if all(_apart(h.c2w, o.c2w, scene_depth) for o in out):
+            out.append(h)
+    return out
+
+
+def _apart(a: np.ndarray, b: np.ndarray, scene_depth: float) -> bool:
+    c = (np.trace(a[:3, :3].T @ b[:3, :3]) - 1) / 2
+    deg = math.degrees(math.acos(max(-1.0, min(1.0, c))))
+    return deg > 2.0 or float(np.linalg.norm(a[:3, 3] - b[:3, 3])) > 0.05 * scene_depth
 
 
 def verify(field: "FeatureField", q: Query, c2w: np.ndarray, cfg: LocalizeConfig) -> tuple[float, float]:

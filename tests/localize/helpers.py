@@ -70,7 +70,7 @@ def rendered_scene(field: GaussianField, root: Path, views: int = 16, size: tupl
     return root
 
 
-def localization_scene(root: Path, views: int = 16) -> tuple[Path, Path]:
+def localization_scene(root: Path, views: int = 24) -> tuple[Path, Path]:
     """(scene folder, checkpoint) of the tiny localisation scene; every 4th view is held out."""
     field = splat_tabletop()
     scene = rendered_scene(field, root / "scene", views)
