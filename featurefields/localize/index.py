@@ -144,6 +144,8 @@ def build_index(field: "FeatureField", cfg: IndexConfig, progress: bool = False)
 def index_key(field: "FeatureField", cfg: IndexConfig) -> str:
     """Cache key: the field's file (path, size, modification time), the field's size and the settings."""
     src = Path(str(field.source))
+    if src.is_dir():
+        src = src / "checkpoint.pt"
     stat = src.stat() if src.is_file() else None
     ident = {"version": INDEX_VERSION, "source": str(src.resolve()) if stat else str(src), "elements": len(field),
              "size": stat.st_size if stat else None, "mtime": stat.st_mtime_ns if stat else None,
