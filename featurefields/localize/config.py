@@ -40,6 +40,8 @@ class FineConfig:
     steps: tuple[int, ...] = (8, 8, 12, 12)  # renders (function evaluations) per level
     optimizer: str = "lbfgs"  # lbfgs (strong-Wolfe line search) | adam
     pivot: float = 1.0  # rotations are about a point this many scene depths ahead of the camera (0: its centre)
+    tolerance: float = 0.01  # a level ends once a step moves the image by less than tolerance * first_step_px
+    # of its pixels, or changes the loss by less than tolerance / LOSS_SCALE (fine.py)
     first_step_px: float = 0.5  # the first trial step of a level, in pixels of image motion at that level
     lr: float = 1.0  # adam: step size in those units, cosine-decayed within a level
     robust_scale: float = 0.1  # Cauchy loss scale on colour residuals in [0, 1]

@@ -148,7 +148,7 @@ def refine_pose(field: "FeatureField", query: Query, c2w0: np.ndarray, cfg: Fine
 
         if cfg.optimizer == "lbfgs":
             opt = torch.optim.LBFGS([xi], lr=1.0, max_iter=steps, max_eval=steps, history_size=10,
-                                    tolerance_grad=1e-9, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+                                    tolerance_grad=1e-9, tolerance_change=cfg.tolerance, line_search_fn="strong_wolfe")
             opt.step(scaled)
         else:
             opt = torch.optim.Adam([xi], lr=cfg.lr)
