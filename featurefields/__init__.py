@@ -2,7 +2,7 @@
 
 The public API, in pipeline order: load a scene, pick teachers, train a field, render it, query it, export it.
 ``featurefields.load(path)`` gives a trained field (:class:`FeatureField`) in its scene's metric world frame: what
-robots, the viewer and the query engine all use.
+robots, the viewer, the query engine and camera localisation (``field.localize(image, K)``) all use.
 """
 from .data import Cameras, SceneData, load_scene
 from .errors import ConfigError, DataError, FFError
@@ -11,6 +11,7 @@ from .fields.gaussians import FeatureLayout, GaussianField
 from .fields.loading import load
 from .fields.ply import field_from_ply, read_ply, write_ply
 from .fields.rendering import render_field
+from .localize import LocalizeConfig, PoseEstimate
 from .query.engine import QueryEngine
 from .query.relevancy import QueryError, lerf_relevancy
 from .query.selection import Selection
@@ -22,8 +23,8 @@ from .train.trainer import Trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cameras", "ConfigError", "DataError", "FFError", "FeatureField", "FeatureLayout", "GaussianField", "PointQuery",
-    "QueryEngine", "QueryError", "SceneData", "Selection", "SurfacePoints", "TrainConfig", "Trainer", "View",
+    "Cameras", "ConfigError", "DataError", "FFError", "FeatureField", "FeatureLayout", "GaussianField",
+    "LocalizeConfig", "PointQuery", "PoseEstimate", "QueryEngine", "QueryError", "SceneData", "Selection", "SurfacePoints", "TrainConfig", "Trainer", "View",
     "available_teachers", "field_from_ply", "lerf_relevancy", "load", "load_checkpoint", "load_scene",
     "make_teacher", "read_ply", "render_field", "write_ply",
 ]

@@ -26,6 +26,8 @@ examples:
   ff-train scenes/tabletop --view
         watch it train in a browser at http://127.0.0.1:8080 (--view 8090 for another port): colour, depth,
         features and text queries on snapshots taken between steps; a pause button; edits once it is done
+  ff-train ../shared/data/open3d_livingroom1_clean_micro --max-size 320 --holdout last:30 --out outputs/lr_last30
+        hold out the sequence's last 30 frames (a region the training never saw) instead of every 8th
 
 teachers: labels (semantic masks -> sentence embeddings, 384-D, offline), sift (dense SIFT, 128-D, offline),
 segments (graph-based segments -> grouping loss, offline), clip (open_clip, MaskCLIP or multi-scale crops),
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-size", type=int, default=None, help="cap the longest image side, in pixels")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="hold out every k-th frame for evaluation; 0 holds out none (default %(default)s)")
+    p.add_argument("--holdout", metavar="SPLIT",
+                   help="another held-out split instead of --eval-every: every:K, last:N or first:N (a contiguous "
+                        "block of N frames, e.g. last:30 for views the training never came near)")
     p.add_argument("--stride", type=int, default=d.stride, help="RGB-D sequences: use every k-th frame")
     p.add_argument("--depth-scale", type=float, default=d.depth_scale,
                    help="RGB-D sequences: raw depth units per metre (default %(default)s: millimetres)")
@@ -164,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       feature_samples=args.feature_samples,
                       feature_moves_geometry=args.feature_moves_geometry, depth_weight=args.depth_weight,
                       downscale=args.downscale,
-                      max_size=args.max_size, eval_every=args.eval_every, stride=args.stride,
+                      max_size=args.max_size, eval_every=args.eval_every, holdout=args.holdout, stride=args.stride,
                       depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),
                       cache_dir=args.cache_dir, device=args.device, backend=args.backend, seed=args.seed,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import read_json
 from .cameras import GL_TO_CV
 from .load import FrameSpec, LoadOptions, existing_image, image_size, load_frames, relative_name
@@ -24,6 +24,8 @@ _GL_TO_CV = GL_TO_CV.double().numpy()
 
 def load_blender(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
     root = check_exists(path)
+    if opts.holdout is not None:
+        raise ConfigError(f"{root}: a Blender scene has its own train/test split; a holdout cannot replace it")
     train_json = root / "transforms_train.json"
     if not train_json.is_file():
         raise DataError(f"{root}: no transforms_train.json (not a Blender scene)")

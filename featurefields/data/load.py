@@ -45,6 +45,7 @@ def load_scene(
     stride: int = 1,
     depth_scale: float = 1000.0,
     allow_outside_root: bool = False,
+    holdout: str | None = None,
 ) -> SceneData:
     """Load a scene folder (or a transforms.json) into the metric world frame it was given in.
 
@@ -53,8 +54,10 @@ def load_scene(
     ``with_extras=False`` skips depth, masks, semantics, instances and points (cameras and images only).
     ``stride`` and ``depth_scale`` (raw depth units per metre) apply to RGB-D sequences only.
     ``allow_outside_root``: follow file paths in the scene's JSON that leave its folder (refused by default).
+    ``holdout`` replaces ``eval_every`` with another split (see :func:`parse_holdout`): ``every:K``, ``last:N``
+    (a contiguous block at the end: views the training never came near) or ``first:N``.
     """
-    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras, allow_outside_root)
+    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras, allow_outside_root, holdout)
     if format not in FORMATS:
         raise DataError(f"unknown scene format {format!r} (choose from {', '.join(FORMATS)})")
     path = check_exists(path)
@@ -132,9 +135,11 @@ class LoadOptions:
     background: tuple[float, float, float]
     with_extras: bool
     allow_outside_root: bool = False
+    holdout: tuple[str, int] | None = None  # parsed parse_holdout(); None: every eval_every-th frame
 
     @staticmethod
-    def make(downscale, max_size, eval_every, background, with_extras, allow_outside_root=False) -> "LoadOptions":
+    def make(downscale, max_size, eval_every, background, with_extras, allow_outside_root=False,
+             holdout=None) -> "LoadOptions":
         if not (isinstance(downscale, (int, float)) and math.isfinite(downscale) and downscale > 0):
             raise ConfigError(f"downscale must be a positive number, got {downscale!r}")
         if max_size is not None and (int(max_size) != max_size or max_size < 1):
@@ -145,7 +150,36 @@ class LoadOptions:
         if len(bg) != 3 or not all(0.0 <= c <= 1.0 for c in bg):
             raise ConfigError(f"background must be three values in [0, 1], got {background!r}")
         return LoadOptions(float(downscale), None if max_size is None else int(max_size), int(eval_every), bg,
-                           bool(with_extras), bool(allow_outside_root))
+                           bool(with_extras), bool(allow_outside_root), parse_holdout(holdout))
+
+
+HOLDOUT_KINDS = ("every", "last", "first")
+
+
+def parse_holdout(spec: str | None) -> tuple[str, int] | None:
+    """'every:K' | 'last:N' | 'first:N' -> (kind, number); None stays None (the eval_every split)."""
+    if spec is None:
+        return None
+    kind, sep, num = str(spec).strip().lower().partition(":")
+    if not sep or kind not in HOLDOUT_KINDS or not num.strip().isdigit() or int(num) < 1:
+        raise ConfigError(f"holdout {spec!r}: use every:K (every K-th frame), last:N or first:N (a contiguous block "
+                          "of N frames), with K, N >= 1")
+    return kind, int(num)
+
+
+def holdout_split(n: int, opts: LoadOptions, what: str) -> tuple[list[int], list[int]]:
+    """(train, test) frame indices of a scene without its own split: ``opts.holdout`` if given, else every
+    ``opts.eval_every``-th frame."""
+    if opts.holdout is None:
+        return interval_split(n, opts.eval_every, what)
+    kind, k = opts.holdout
+    if kind == "every":
+        return interval_split(n, k, what)
+    if k >= n:
+        raise ConfigError(f"{what}: holdout {kind}:{k} leaves no training frames out of {n}")
+    test = list(range(n - k, n)) if kind == "last" else list(range(k))
+    held = set(test)
+    return [i for i in range(n) if i not in held], test
 
 
 def interval_split(n: int, eval_every: int, what: str) -> tuple[list[int], list[int]]:

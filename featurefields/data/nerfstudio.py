@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import one_reason, read_json, read_plyfile
 from .cameras import GL_TO_CV
 from .load import (
@@ -22,7 +22,7 @@ from .load import (
     LoadOptions,
     existing_image,
     image_size,
-    interval_split,
+    holdout_split,
     load_frames,
     relative_name,
 )
@@ -82,7 +82,7 @@ def load_nerfstudio(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
         ))
 
     notes: list[str] = []
-    train_idx, test_idx, keep = _splits(meta, specs, resolve, json_path, opts.eval_every)
+    train_idx, test_idx, keep = _splits(meta, specs, resolve, json_path, opts)
     if len(keep) < len(specs):
         notes.append(f"{where}: {len(specs) - len(keep)} frames are in no split list; they are not loaded")
         specs = [specs[i] for i in keep]
@@ -145,12 +145,14 @@ def _intrinsics(meta: dict, fr: dict, img: Path, where: str) -> tuple[np.ndarray
 
 
 def _splits(meta: dict, specs: list[FrameSpec], resolve, json_path: Path,
-            eval_every: int) -> tuple[list[int], list[int], list[int]]:
+            opts: LoadOptions) -> tuple[list[int], list[int], list[int]]:
     """(train_idx, test_idx, kept frame indices); indices are into the kept frames. val counts as test."""
     lists = {k: meta.get(k) for k in ("train_filenames", "val_filenames", "test_filenames")}
     if all(v is None for v in lists.values()):
-        train, test = interval_split(len(specs), eval_every, str(json_path))
+        train, test = holdout_split(len(specs), opts, str(json_path))
         return train, test, list(range(len(specs)))
+    if opts.holdout is not None:
+        raise ConfigError(f"{json_path}: the scene lists its own train/test split; a holdout cannot replace it")
     by_path = {os.path.normpath(s.image): i for i, s in enumerate(specs)}
 
     def indices(key) -> set[int] | None:

@@ -22,7 +22,7 @@ from .load import (
     find_subdir,
     find_trajectory,
     image_size,
-    interval_split,
+    holdout_split,
     load_frames,
     natural_key,
     relative_name,
@@ -80,7 +80,7 @@ def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, de
                   extras_from=source.name if source else "PrimeSense default")
         for i in keep
     ]
-    train_idx, test_idx = interval_split(len(specs), opts.eval_every, str(root))
+    train_idx, test_idx = holdout_split(len(specs), opts, str(root))
     loaded = load_frames(specs, opts)
     return loaded.to_scene(root, specs, train_idx, test_idx, notes)
 

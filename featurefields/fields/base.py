@@ -120,6 +120,7 @@ class FeatureField(ABC):
         self.background = torch.tensor(list(bg), dtype=torch.float32)
         self.source = source
         self._surface_cache: dict[tuple, SurfacePoints] = {}
+        self._localize_indexes: dict[str, Any] = {}  # localisation maps by settings (featurefields.localize)
         self._engine = None
 
     # ---- what it is -----------------------------------------------------------------------------------------
@@ -163,7 +164,8 @@ class FeatureField(ABC):
                                      max_size=c.get("max_size"), eval_every=c.get("eval_every", 8),
                                      background=tuple(c.get("background", (1.0, 1.0, 1.0))),
                                      stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0),
-                                     allow_outside_root=bool(c.get("allow_outside_scene", False)))
+                                     allow_outside_root=bool(c.get("allow_outside_scene", False)),
+                                     holdout=c.get("holdout"))
         return self._scene
 
     def attach_scene(self, scene: "SceneData | None" = None, root: str | Path | None = None) -> None:
@@ -242,7 +244,8 @@ class FeatureField(ABC):
     @abstractmethod
     def render(self, view: View, *, with_features: bool = True, c2w: Tensor | None = None) -> "FieldRender":
         """Render ``view`` (or the pose ``c2w`` [4, 4] with the view's intrinsics, differentiably when it requires
-        grad): rgb, raw feature channels, depth along the optical axis (world units), alpha."""
+        grad; the field itself stays constant): rgb, raw feature channels, depth along the optical axis (world
+        units), alpha."""
 
     @abstractmethod
     def decode(self, features: Tensor, teacher: str) -> Tensor:
@@ -331,9 +334,18 @@ class FeatureField(ABC):
 
         return plan_grasps(self, text, gripper=gripper, k=k, **options)
 
+    def localize(self, image, intrinsics, *, depth=None, **options):
+        """The camera pose of ``image`` in this field's world frame, with no initial guess: a
+        :class:`~featurefields.localize.PoseEstimate` (check ``.success``; see :func:`featurefields.localize.localize`
+        for the inputs and options)."""
+        from ..localize import localize
+
+        return localize(self, image, intrinsics, depth=depth, **options)
+
     def invalidate(self) -> None:
-        """Forget cached derived data (surface, engine state) after the field changed."""
+        """Forget cached derived data (surface, localisation maps, engine state) after the field changed."""
         self._surface_cache.clear()
+        self._localize_indexes.clear()
 
 
 def similarity_pose(world_from_scene: Tensor, c2w: Tensor) -> Tensor:

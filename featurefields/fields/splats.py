@@ -7,6 +7,7 @@ view-dependent field would be lossy work for nothing).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class GaussianFeatureField(FeatureField):
         if not self._is_identity():  # world camera -> the Gaussians' frame (a similarity: scale stays in the pose)
             pose = torch.linalg.inv(self._wfs.to(pose)) @ pose
         bg = self.background.to(self.device)
-        with torch.set_grad_enabled(pose.requires_grad):
+        with torch.set_grad_enabled(pose.requires_grad), constant_parameters(self.gaussians):
             return render_field(self.gaussians, pose, view.K.to(self.device).float(), view.width, view.height,
                                 background=bg, with_features=with_features)
 
@@ -202,6 +203,20 @@ class MixtureIndex:
         for gid in np.unique(group):
             members = np.nonzero(group == gid)[0]
             self.groups.append((members, cKDTree(means_np[members]), float(size[members].max())))
+
+
+@contextlib.contextmanager
+def constant_parameters(module: nn.Module):
+    """Treat ``module``'s parameters as constants while the block builds a graph: a render differentiated for the
+    camera pose (localisation) must not pay for, or accumulate, gradients of every Gaussian."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,

@@ -33,6 +33,7 @@ class TrainConfig:
     downscale: float = 1.0
     max_size: int | None = None
     eval_every: int = 8  # every k-th frame is held out (transforms.json / RGB-D); Blender uses its test split
+    holdout: str | None = None  # another split instead: every:K, last:N, first:N (featurefields.data.load)
     stride: int = 1  # RGB-D sequences: use every k-th frame
     depth_scale: float = 1000.0  # RGB-D sequences: raw depth units per metre
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -97,6 +98,10 @@ class TrainConfig:
             raise ConfigError(f"--background {self.background!r}: expected three numbers r,g,b in [0, 1]")
         self.background = tuple(number(c, "--background", lo=0, hi=1) for c in self.background)
         choice(self.init, "--init", ("auto", "depth", "points", "random"))
+        if self.holdout is not None:
+            from ..data.load import parse_holdout
+
+            parse_holdout(self.holdout)  # every:K | last:N | first:N, refused before the scene is loaded
         choice(self.feature_loss, "--feature-loss", ("cosine", "l1"))
         choice(self.device, "--device", ("auto", "cpu", "cuda"))
         choice(self.backend, "--backend", list(BACKENDS))

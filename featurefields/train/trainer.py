@@ -95,7 +95,7 @@ class Trainer:
         self.scene = scene if scene is not None else load_scene(
             cfg.scene, downscale=cfg.downscale, max_size=cfg.max_size, eval_every=cfg.eval_every,
             background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale,
-            allow_outside_root=cfg.allow_outside_scene)
+            allow_outside_root=cfg.allow_outside_scene, holdout=cfg.holdout)
         self.output.refuse_inputs(self.scene.root)
         if self.cache_output is not None:
             self.cache_output.refuse_inputs(self.scene.root)

@@ -121,9 +121,17 @@ def test_split_lists(tmp_path):
     assert len(s) == 5 and s.train_idx == [0, 1, 2] and s.test_idx == [3, 4]
     assert s.frame_names[4] == "images/frame_005.png"
     assert any("1 frames are in no split" in n for n in s.notes)
+    with pytest.raises(ConfigError, match="its own train/test split"):
+        load_scene(root, holdout="last:2")
     rewrite(root, lambda m: m.update(test_filenames=["images/nope.png"]))
     with pytest.raises(DataError, match="nope.png"):
         load_scene(root)
+
+
+def test_holdout_replaces_eval_every(tmp_path):
+    root, *_ = make_nerfstudio(tmp_path / "s", n=6)
+    s = load_scene(root, holdout="last:2", eval_every=3)
+    assert s.test_idx == [4, 5] and s.train_idx == [0, 1, 2, 3]
 
 
 def test_downscale_and_max_size(tmp_path):
