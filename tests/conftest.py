@@ -60,3 +60,17 @@ def write_tiny_nerfstudio(root: Path, n: int = 6, w: int = 16, h: int = 12, sema
 @pytest.fixture
 def tiny_scene(tmp_path) -> Path:
     return write_tiny_nerfstudio(tmp_path / "tiny")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _undistort_cache_in_tmp(tmp_path_factory):
+    """Undistorted images go to a session folder, not the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("FF_UNDISTORT_CACHE")
+    os.environ["FF_UNDISTORT_CACHE"] = str(tmp_path_factory.mktemp("undistorted"))
+    yield
+    if old is None:
+        os.environ.pop("FF_UNDISTORT_CACHE", None)
+    else:
+        os.environ["FF_UNDISTORT_CACHE"] = old
