@@ -79,7 +79,8 @@ def load_scene(
         fmt, root = format, path
     if fmt not in RGBD_FORMATS and (stride != 1 or intrinsics is not None):
         raise ConfigError(f"stride/intrinsics apply to RGB-D sequences only, but {path} is a {fmt} scene")
-    if fmt not in RGBD_FORMATS + ("colmap",) and depth_scale is not None:
+    # (1000 was the default before scenes could choose their own: older configs pass it for every format)
+    if fmt not in RGBD_FORMATS + ("colmap",) and depth_scale not in (None, 1000.0):
         raise ConfigError(f"depth_scale applies to RGB-D sequences and --scale-from-depth only, but {path} is a "
                           f"{fmt} scene")
     if scale_from_depth is not None and fmt != "colmap":

@@ -31,6 +31,7 @@ from ..fields.rendering import FieldRender, render_field
 from ..io import read_json
 from ..render import render
 from ..teachers import Teacher, make_teacher
+from ..train.cameras import apply_trained_cameras
 from ..train.checkpoint import load_checkpoint
 from .relevancy import (
     CANONICAL_NEGATIVES,
@@ -119,7 +120,7 @@ class QueryEngine:
                  teacher_records: Sequence[dict] = (), train_config: dict | None = None,
                  scene: SceneData | None = None, scene_root: str | Path | None = None,
                  world_from_scene: Tensor | None = None, background: Sequence[float] | None = None,
-                 source: str = "<field>"):
+                 source: str = "<field>", cameras: dict | None = None, frame_info: dict | None = None):
         self.field = field.eval()
         self.device = field.means.device
         self._teachers: dict[str, Teacher] = dict(teachers or {})
@@ -133,6 +134,8 @@ class QueryEngine:
         bg = background if background is not None else self.train_config.get("background", (1.0, 1.0, 1.0))
         self.background = torch.tensor(list(bg), dtype=torch.float32, device=self.device)
         self.source = source
+        self._cameras = cameras  # the checkpoint's poses as trained (refined ones under --optimize-cameras)
+        self._frame_info = frame_info
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -149,7 +152,7 @@ class QueryEngine:
                    train_config=state.get("config", {}), scene=scene,
                    scene_root=scene_root if scene_root is not None else info.get("root"),
                    world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
-                   source=str(path))
+                   source=str(path), cameras=state.get("cameras"), frame_info=info.get("frame_info"))
 
     @property
     def teacher_names(self) -> list[str]:
@@ -194,10 +197,14 @@ class QueryEngine:
             from ..data import load_scene
 
             c = self.train_config
-            self._scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0),
-                                     max_size=c.get("max_size"), eval_every=c.get("eval_every", 8),
-                                     background=tuple(c.get("background", (1.0, 1.0, 1.0))),
-                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0))
+            cache = Path(self.source).parent / "cache" / "undistorted"
+            # Not rescaled here: the checkpoint's poses (below) are already in the frame the field was trained in.
+            scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0), max_size=c.get("max_size"),
+                               eval_every=c.get("eval_every", 8),
+                               background=tuple(c.get("background", (1.0, 1.0, 1.0))), stride=c.get("stride", 1),
+                               depth_scale=c.get("depth_scale"), intrinsics=c.get("intrinsics"),
+                               undistort_cache=cache if cache.is_dir() else True)
+            self._scene = apply_trained_cameras(scene, self._cameras, self._frame_info)
         return self._scene
 
     @property

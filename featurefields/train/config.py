@@ -18,6 +18,8 @@ class LearningRates:
     features: float = 5e-3
     features_view: float = 5e-3
     decoder: float = 2e-3
+    camera_rotation: float = 2e-3  # radians per step (Adam), --optimize-cameras; decays 100x over the run
+    camera_translation: float = 2e-3  # times the scene extent, per step; decays likewise
 
 
 DEFAULT_DEPTH_WEIGHT = 2.0  # measured on the demo: places concave, uniformly coloured surfaces to within ~1 cm
@@ -32,7 +34,11 @@ class TrainConfig:
     max_size: int | None = None
     eval_every: int = 8  # every k-th frame is held out (transforms.json / RGB-D); Blender uses its test split
     stride: int = 1  # RGB-D sequences: use every k-th frame
-    depth_scale: float = 1000.0  # RGB-D sequences: raw depth units per metre
+    depth_scale: float | None = None  # RGB-D sequences / --scale-from-depth: raw depth units per metre (None: the
+    # layout's own, 1000 = millimetres for most, 5000 for TUM)
+    intrinsics: str | None = None  # RGB-D sequences: "fx,fy,cx,cy" or an intrinsics file
+    scale_from_depth: str | None = None  # COLMAP: folder of metric depth maps that sets the frame's scale
+    known_distance: list[str] | None = None  # COLMAP: [A, B, metres], A/B frame names or x,y,z
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # teachers
     teachers: list[str] | None = None  # None: 'labels' when the scene has semantic masks, else colour only
@@ -58,6 +64,8 @@ class TrainConfig:
     feature_loss: str = "cosine"  # cosine | l1
     feature_samples: int = 4096  # random teacher pixels per step for the feature loss (0: all)
     feature_moves_geometry: bool = False
+    optimize_cameras: bool = False  # learn a per-frame SE(3) correction of every training pose
+    camera_regularizer: float = 1e-3  # weight of |rotation (rad)|^2 + |translation / extent|^2 per frame
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)
     # bookkeeping
