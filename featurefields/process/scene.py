@@ -97,7 +97,7 @@ def write_scene(root: Path, result: SfmResult) -> dict:
             frame.update(cams[im.camera_id])
         frames.append(frame)
     meta = dict(next(iter(cams.values()))) if len(cams) == 1 else {}
-    meta.update(frames=frames, ply_file_path="sparse_pc.ply",
+    meta.update(frames=frames, ply_file_path="sparse_pc.ply", metric_scale=False,
                 world_frame="COLMAP's, as reconstructed: no metric scale (see ff-train --scale-from-depth)")
     write_json(root / "transforms.json", meta)
     cam = next(iter(recon.cameras.values()))

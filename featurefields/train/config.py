@@ -18,8 +18,8 @@ class LearningRates:
     features: float = 5e-3
     features_view: float = 5e-3
     decoder: float = 2e-3
-    camera_rotation: float = 2e-3  # radians per step (Adam), --optimize-cameras; decays 100x over the run
-    camera_translation: float = 2e-3  # times the scene extent, per step; decays likewise
+    camera_rotation: float = 5e-3  # radians per step (Adam), --optimize-cameras; decays 100x over the run
+    camera_translation: float = 5e-3  # times the scene extent, per step; decays likewise
 
 
 DEFAULT_DEPTH_WEIGHT = 2.0  # measured on the demo: places concave, uniformly coloured surfaces to within ~1 cm

@@ -61,6 +61,7 @@ def test_process_photos(tmp_path, capsys):
     assert np.allclose(ns.cameras.c2w.numpy(), scene.cameras.c2w.numpy(), atol=1e-5)
     assert np.allclose(ns.cameras.K.numpy(), scene.cameras.K.numpy(), atol=1e-4)
     assert ns.points is not None and len(ns.points) == report["points3D"]
+    assert ns.frame_info == {"source": "nerfstudio", "metric": False}
 
 
 @pytest.mark.slow
