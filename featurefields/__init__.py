@@ -1,10 +1,14 @@
 """featurefields: lift 2D foundation-model features into 3D Gaussian feature fields and query them.
 
 The public API, in pipeline order: load a scene, pick teachers, train a field, render it, query it, export it.
+``featurefields.load(path)`` gives a trained field (:class:`FeatureField`) in its scene's metric world frame: what
+robots, the viewer and the query engine all use.
 """
 from .data import Cameras, SceneData, load_scene
 from .errors import ConfigError, DataError, FFError
+from .fields.base import FeatureField, PointQuery, SurfacePoints, View
 from .fields.gaussians import FeatureLayout, GaussianField
+from .fields.loading import load
 from .fields.ply import field_from_ply, read_ply, write_ply
 from .fields.rendering import render_field
 from .query.engine import QueryEngine
@@ -18,7 +22,8 @@ from .train.trainer import Trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cameras", "ConfigError", "DataError", "FFError", "FeatureLayout", "GaussianField", "QueryEngine", "QueryError",
-    "SceneData", "Selection", "TrainConfig", "Trainer", "available_teachers", "field_from_ply", "lerf_relevancy",
-    "load_checkpoint", "load_scene", "make_teacher", "read_ply", "render_field", "write_ply",
+    "Cameras", "ConfigError", "DataError", "FFError", "FeatureField", "FeatureLayout", "GaussianField", "PointQuery",
+    "QueryEngine", "QueryError", "SceneData", "Selection", "SurfacePoints", "TrainConfig", "Trainer", "View",
+    "available_teachers", "field_from_ply", "lerf_relevancy", "load", "load_checkpoint", "load_scene",
+    "make_teacher", "read_ply", "render_field", "write_ply",
 ]

@@ -1,8 +1,10 @@
-"""Shared fixtures: paths to the shared real data and a tiny hand-made nerfstudio scene for CLI tests."""
+"""Shared fixtures: paths to the shared real data, a tiny hand-made nerfstudio scene for CLI tests, and the oracle
+field (a tiny generated tabletop whose Gaussians lie on its meshes with exact label features)."""
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,37 @@ def write_tiny_nerfstudio(root: Path, n: int = 6, w: int = 16, h: int = 12, sema
 @pytest.fixture
 def tiny_scene(tmp_path) -> Path:
     return write_tiny_nerfstudio(tmp_path / "tiny")
+
+
+@dataclass
+class Oracle:
+    scene: Path  # tiny tabletop scene folder (objects.json, meshes, semantics)
+    checkpoint: Path
+    field: object  # GaussianField
+    labels: list[str]  # label of every Gaussian (a named part's own: "mug handle")
+
+    def truth(self, *objects: str, parts: bool = True):
+        """[N] bool: the Gaussians of these objects, their named parts included unless ``parts=False``."""
+        import torch
+
+        from featurefields.scenegen.meshes import OBJECT_PARTS
+
+        want = set(objects) | {p for o in objects for p, _ in OBJECT_PARTS.get(o, [])} if parts else set(objects)
+        return torch.tensor([lab in want for lab in self.labels])
+
+    def count(self, obj: str) -> int:
+        return int(self.truth(obj).sum())
+
+
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory) -> Oracle:
+    from tests.query.helpers import oracle_field, save_as_checkpoint, tiny_tabletop
+
+    root = tmp_path_factory.mktemp("oracle")
+    scene = tiny_tabletop(root / "tabletop")
+    field, labels = oracle_field(per_object=500)
+    ckpt = save_as_checkpoint(field, scene, root / "run" / "checkpoint.pt")
+    return Oracle(scene, ckpt, field, labels)
 
 
 @pytest.fixture(autouse=True, scope="session")

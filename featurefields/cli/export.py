@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, cli_entry
+from ..errors import ConfigError, FFError, cli_entry
 from . import ArgParser
 from .query import add_field_options, add_selection_options, engine_from_args, gather_views, slug, text_selection
 
@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     split_positives(args.query)
     if args.no_relevancy_ply and args.no_points and not (args.views or args.camera):
         raise ConfigError("nothing to export: every output is switched off")
+    import torch
+
     from ..io import write_json
     from ..query.engine import DEFAULT_THRESHOLD
     from ..query.export import selection_point_cloud, write_point_cloud, write_relevancy_ply, write_view_outputs
@@ -66,12 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         if sel.count == 0:
             raise ConfigError(f"{args.query!r} selects no Gaussians, so there is no point cloud to export (try "
                               "--negatives canonical or a lower --threshold)")
-        cams = None
         try:
-            cams = engine.scene.cameras
-        except Exception:  # noqa: BLE001 - without the scene, normals face away from the object's centre
-            cams = None
-        write_point_cloud(out / "points.ply", selection_point_cloud(engine.field, sel, engine.world_from_scene, cams))
+            viewpoints = torch.stack([v.center for v in engine.views("all")])
+        except FFError:  # without the scene, normals face away from the object's centre
+            viewpoints = None
+        write_point_cloud(out / "points.ply", selection_point_cloud(engine.field, sel, viewpoints))
         written.append("points.ply")
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLD
     views = gather_views(engine, args.views, args.camera) if (args.views or args.camera) else []

@@ -7,6 +7,7 @@ density control uses), so ``ff-train --resume`` on an edited checkpoint continue
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,11 +17,25 @@ import torch
 from ..errors import ConfigError
 from ..fields.gaussians import GaussianField, rgb_to_sh0
 from ..fields.ply import write_ply
+from ..fields.splats import gaussians_of
 from ..io import write_json
 from ..train.checkpoint import save_checkpoint
 from .selection import Selection
 
 EDITS = ("extract", "delete", "recolour")
+
+
+def _on_gaussians(edit):
+    """Edits act on Gaussians; given a field behind the FeatureField interface they return one like it (same scene,
+    teachers and frame) holding the edited Gaussians."""
+
+    @functools.wraps(edit)
+    def wrapper(field, *args, **kwargs):
+        if isinstance(field, GaussianField):
+            return edit(field, *args, **kwargs)
+        return field.with_gaussians(edit(gaussians_of(field), *args, **kwargs))
+
+    return wrapper
 
 
 def _check(field: GaussianField, sel: Selection) -> None:
@@ -37,6 +52,7 @@ def subset(field: GaussianField, keep: Selection | torch.Tensor) -> GaussianFiel
     return out
 
 
+@_on_gaussians
 def extract(field: GaussianField, sel: Selection) -> GaussianField:
     """Only the selected Gaussians (e.g. one object, to render or export on its own)."""
     _check(field, sel)
@@ -45,6 +61,7 @@ def extract(field: GaussianField, sel: Selection) -> GaussianField:
     return subset(field, sel)
 
 
+@_on_gaussians
 def delete(field: GaussianField, sel: Selection) -> GaussianField:
     """Everything but the selected Gaussians."""
     _check(field, sel)
@@ -53,6 +70,7 @@ def delete(field: GaussianField, sel: Selection) -> GaussianField:
     return subset(field, ~sel)
 
 
+@_on_gaussians
 def recolour(field: GaussianField, sel: Selection, rgb: Sequence[float]) -> GaussianField:
     """The selected Gaussians take a flat colour ``rgb`` (in [0, 1]): DC term set, view-dependent terms zeroed."""
     _check(field, sel)
@@ -118,6 +136,7 @@ def save_edited(out_dir: str | Path, state: dict, field: GaussianField, kept: to
     """Write ``checkpoint.pt``, ``field.ply`` and ``edit.json`` under ``out_dir`` (atomically); returns the info.
     ``recoloured``: [N] bool of recoloured Gaussians (their colour moments restart at zero)."""
     out_dir = Path(out_dir)
+    field = gaussians_of(field)
     info = {**info, "num_gaussians_before": int(state["field"]["params"]["means"].shape[0]),
             "num_gaussians_after": len(field), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     ckpt = edited_checkpoint(state, field, kept, info, recoloured)

@@ -1,15 +1,18 @@
-"""The query engine: one object, built from a checkpoint, that answers text and prompt queries in 2D and 3D.
+"""The query engine: one object on a :class:`~featurefields.fields.FeatureField` that answers text and prompt
+queries in 2D and 3D.
 
-It holds the field, its decoder heads and (lazily) the teachers' text encoders and the scene's cameras, so the CLI,
-the viewer and the robot API all ask the same questions the same way:
+The field supplies rendering, decoding, text encoders, its scene's views and its elements (the Gaussians of a
+splat field); the engine adds the query logic, so the CLI, the viewer and the robot API all ask the same questions
+the same way:
 
 - ``relevancy_2d(query, view)``: LERF relevancy of a rendered (decoded) feature map, per positive phrase;
-- ``relevancy_3d(query)``: the same score for every Gaussian's own decoded feature, in chunks;
+- ``relevancy_3d(query)``: the same score for every element's own decoded feature, in chunks;
+- ``relevancy_points(query, xyz)``: the same score for the field's features at arbitrary world points;
 - ``select(query)``: a :class:`~.selection.Selection` (relevancy > threshold, opaque enough, optionally cleaned);
 - ``prompt(view, point=|box=)``: a click or box -> 2D mask + 3D selection, by feature similarity in that view, or
   through SAM's own prompt decoder when the field carries the ``sam`` teacher.
 
-Everything here runs under ``torch.no_grad``; geometry stays in the field's (metric, untouched) frame.
+Everything here runs under ``torch.no_grad``; geometry stays in the field's metric world frame.
 """
 from __future__ import annotations
 
@@ -18,28 +21,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..data.cameras import GL_TO_CV
-from ..data.scene import SceneData
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from ..fields.base import FeatureField, View, check_points, names_or_none
 from ..fields.gaussians import GaussianField
-from ..fields.rendering import FieldRender, render_field
-from ..io import read_json
-from ..render import render
-from ..teachers import Teacher, make_teacher
-from ..train.cameras import apply_trained_cameras
-from ..train.checkpoint import load_checkpoint
+from ..fields.rendering import FieldRender
+from ..fields.views import interpolated_views, views_from_camera_file  # noqa: F401  (re-exported)
 from .relevancy import (
     CANONICAL_NEGATIVES,
-    DEFAULT_CHUNK,
     TEMPERATURE,
     QueryError,
-    cosine_scores,
-    linear_cosine_scores,
     relevancy_from_scores,
     scene_negatives,
     split_phrases,
@@ -52,23 +46,6 @@ DEFAULT_THRESHOLD = 0.5  # relevancy above it: the positive beats every negative
 DEFAULT_MIN_OPACITY = 0.3  # Gaussians below it are mostly see-through and carry poorly supervised features
 DEFAULT_SIMILARITY = 0.8  # cosine to a prompt's reference feature above which a pixel/Gaussian belongs to it
 MIN_ALPHA = 0.05  # pixels the field barely covers have no feature to speak of: relevancy 0 there
-
-
-@dataclass
-class View:
-    """A camera to render: a scene frame (``index``, ground-truth ``image``) or a novel pose."""
-
-    name: str
-    c2w: Tensor  # [4, 4] camera-to-world, OpenCV axes, field frame
-    K: Tensor  # [3, 3] pixels
-    width: int
-    height: int
-    image: Tensor | None = None  # [H, W, 3] uint8 ground truth (scene frames only)
-    index: int | None = None  # frame index in the scene
-
-    @property
-    def stem(self) -> str:  # file-name-safe name
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.name).stem) or "view"
 
 
 @dataclass
@@ -91,7 +68,7 @@ class Relevancy2D:
 class Relevancy3D:
     positives: list[str]
     negatives: list[str]
-    relevancy: Tensor  # [P, N] per Gaussian
+    relevancy: Tensor  # [P, N] per element (or per query point)
 
     @property
     def combined(self) -> Tensor:  # [N]
@@ -110,171 +87,82 @@ class PromptResult:
 
 
 class QueryEngine:
-    """Queries on one trained field. Build it with :meth:`from_checkpoint` (or directly, for fields in memory).
+    """Queries on one trained field. Build it with :meth:`from_checkpoint`, from a loaded
+    :class:`~featurefields.fields.FeatureField`, or from a :class:`GaussianField` in memory (``kwargs`` then
+    describe it as :class:`~featurefields.fields.splats.GaussianFeatureField` takes them: teachers,
+    teacher_records, train_config, scene, scene_root, world_from_scene, background, source)."""
 
-    ``teachers``: ready teacher objects by name (optional; others are rebuilt from ``teacher_records`` when a text
-    encoder or SAM decoder is first needed). ``scene``: the training scene, or ``scene_root`` to load it lazily
-    (cameras of held-out views, label names for scene-specific negatives)."""
+    def __init__(self, field: FeatureField | GaussianField, **kwargs):
+        if isinstance(field, GaussianField):
+            from ..fields.splats import GaussianFeatureField
 
-    def __init__(self, field: GaussianField, *, teachers: dict[str, Teacher] | None = None,
-                 teacher_records: Sequence[dict] = (), train_config: dict | None = None,
-                 scene: SceneData | None = None, scene_root: str | Path | None = None,
-                 world_from_scene: Tensor | None = None, background: Sequence[float] | None = None,
-                 source: str = "<field>", cameras: dict | None = None, frame_info: dict | None = None):
-        self.field = field.eval()
-        self.device = field.means.device
-        self._teachers: dict[str, Teacher] = dict(teachers or {})
-        self._records = {r["name"]: r for r in teacher_records}
-        self.train_config = dict(train_config or {})
-        self._scene = scene
-        self.scene_root = Path(scene_root) if scene_root is not None else (scene.root if scene is not None else None)
-        wfs = world_from_scene if world_from_scene is not None else (
-            scene.world_from_scene if scene is not None else torch.eye(4))
-        self.world_from_scene = torch.as_tensor(wfs, dtype=torch.float32)
-        bg = background if background is not None else self.train_config.get("background", (1.0, 1.0, 1.0))
-        self.background = torch.tensor(list(bg), dtype=torch.float32, device=self.device)
-        self.source = source
-        self._cameras = cameras  # the checkpoint's poses as trained (refined ones under --optimize-cameras)
-        self._frame_info = frame_info
+            field = GaussianFeatureField(field, **kwargs)
+        elif kwargs:
+            unknown = set(kwargs) - {"scene", "scene_root", "teachers"}
+            if unknown:
+                raise TypeError(f"QueryEngine on a loaded field takes only scene, scene_root and teachers, not "
+                                f"{', '.join(sorted(unknown))}")
+            field.attach_scene(kwargs.get("scene"), kwargs.get("scene_root"))
+            field._teachers.update(kwargs.get("teachers") or {})
+        self.field = field
+        self.device = field.device
 
     # ---- construction ---------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        teachers: dict[str, Teacher] | None = None, scene: SceneData | None = None,
-                        scene_root: str | Path | None = None) -> "QueryEngine":
-        state = load_checkpoint(path)
-        try:
-            field = GaussianField.from_state(state["field"]).to(device)
-        except (KeyError, RuntimeError, TypeError) as e:
-            raise DataError(f"{path}: checkpoint holds no usable field ({type(e).__name__}: {e})") from None
-        info = state.get("scene", {})
-        return cls(field, teachers=teachers, teacher_records=state.get("teachers", []),
-                   train_config=state.get("config", {}), scene=scene,
-                   scene_root=scene_root if scene_root is not None else info.get("root"),
-                   world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
-                   source=str(path), cameras=state.get("cameras"), frame_info=info.get("frame_info"))
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **kwargs) -> "QueryEngine":
+        """``kwargs``: teachers, scene, scene_root (see :func:`featurefields.load`)."""
+        from ..fields.loading import load
+
+        return cls(load(path, device=device, **kwargs))
+
+    # ---- what the field says about itself (see FeatureField) -----------------------------------------------
+    @property
+    def source(self) -> str:
+        return self.field.source
+
+    @property
+    def world_from_scene(self) -> Tensor:
+        return self.field.world_from_scene
 
     @property
     def teacher_names(self) -> list[str]:
-        return [t.name for t in self.field.layout.teachers]
+        return self.field.teacher_names
 
-    def teacher(self, name: str) -> Teacher:
-        """The named teacher of this field (built from its checkpoint record on first use)."""
-        if name not in self.teacher_names:
-            raise ConfigError(f"{self.source}: the field has no {name!r} teacher; it has "
-                              f"{_names(self.teacher_names)}")
-        if name not in self._teachers:
-            self._teachers[name] = build_teacher(self._records.get(name, {"name": name}), self.train_config)
-        return self._teachers[name]
+    def teacher(self, name: str):
+        return self.field.teacher(name)
 
     def text_teacher(self, name: str | None = None) -> str:
-        """The teacher that answers text queries: ``name`` if given (and text-aligned), else the first
-        text-aligned teacher of the field; ConfigError naming the teachers the field has otherwise."""
-        names = self.teacher_names
-        if name is not None:
-            if name not in names:
-                raise ConfigError(f"{self.source}: the field has no {name!r} teacher; it has {_names(names)}")
-            if not _text_aligned(name):
-                raise ConfigError(f"{self.source}: the {name} teacher is not text-aligned, so it cannot answer text "
-                                  f"queries (the field has {_names(names)}; text needs labels or clip)")
-            return name
-        for n in names:
-            if _text_aligned(n):
-                return n
-        raise ConfigError(f"{self.source}: this field cannot answer text queries: its teachers are {_names(names)}, "
-                          "none of them text-aligned; train with a text-aligned teacher (labels or clip)")
+        return self.field.text_teacher(name)
 
-    # ---- scene and views ------------------------------------------------------------------------------------
     @property
-    def scene(self) -> SceneData:
-        """The training scene (loaded on first use, with the training run's own loading options)."""
-        if self._scene is None:
-            if self.scene_root is None:
-                raise DataError(f"{self.source}: no scene is recorded for this field; pass one explicitly")
-            if not Path(self.scene_root).exists():
-                raise DataError(f"the scene this field was trained on is gone: {self.scene_root} (pass --scene to "
-                                "point at it)")
-            from ..data import load_scene
-
-            c = self.train_config
-            cache = Path(self.source).parent / "cache" / "undistorted"
-            # Not rescaled here: the checkpoint's poses (below) are already in the frame the field was trained in.
-            scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0), max_size=c.get("max_size"),
-                               eval_every=c.get("eval_every", 8),
-                               background=tuple(c.get("background", (1.0, 1.0, 1.0))), stride=c.get("stride", 1),
-                               depth_scale=c.get("depth_scale"), intrinsics=c.get("intrinsics"),
-                               undistort_cache=cache if cache.is_dir() else True)
-            self._scene = apply_trained_cameras(scene, self._cameras, self._frame_info)
-        return self._scene
+    def scene(self):
+        return self.field.scene
 
     @property
     def label_names(self) -> list[str] | None:
-        """The scene's semantic label names (None if it has none or cannot be loaded)."""
-        try:
-            return self.scene.label_names
-        except DataError:
-            return None
+        return self.field.label_names
 
     def frame_view(self, i: int) -> View:
-        s = self.scene
-        if not -len(s) <= i < len(s):
-            raise QueryError(f"frame {i} does not exist; the scene has frames 0..{len(s) - 1}")
-        i %= len(s)
-        return View(s.frame_names[i], s.cameras.c2w[i], s.cameras.K[i], s.width, s.height, s.images[i], i)
+        return self.field.frame_view(i)
 
     def views(self, spec: str | Sequence[int | str] = "test") -> list[View]:
-        """Scene views by name: 'test' (held out), 'train', 'all', 'novel:N' (N poses interpolated between
-        consecutive frames), or a comma-separated list of frame indices / names / stems."""
-        s = self.scene
-        if isinstance(spec, str):
-            key = spec.strip()
-            if key in ("test", "train", "all"):
-                idx = {"test": s.test_idx, "train": s.train_idx, "all": list(range(len(s)))}[key]
-                if not idx:
-                    raise QueryError(f"the scene has no {key} views")
-                return [self.frame_view(i) for i in idx]
-            if key.startswith("novel"):
-                n = key.partition(":")[2] or "4"
-                if not n.isdigit() or int(n) < 1:
-                    raise QueryError(f"--views {spec!r}: use novel:N with N a positive number")
-                return interpolated_views(s, int(n))
-            items: list[int | str] = [t.strip() for t in key.split(",") if t.strip()]
-        else:
-            items = list(spec)
-        if not items:
-            raise QueryError("no views given")
-        out = []
-        stems = {Path(n).stem: i for i, n in enumerate(s.frame_names)}
-        names = {n: i for i, n in enumerate(s.frame_names)}
-        for it in items:
-            if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isdigit()):
-                out.append(self.frame_view(int(it)))
-            elif it in names or it in stems:
-                out.append(self.frame_view(names.get(it, stems.get(it))))
-            else:
-                raise QueryError(f"unknown view {it!r}: use test, train, all, novel:N, frame indices or frame names "
-                                 f"(e.g. {Path(s.frame_names[0]).stem})")
-        return out
+        return self.field.views(spec)
 
-    # ---- rendering ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def render(self, view: View) -> FieldRender:
-        return render_field(self.field, view.c2w.to(self.device).float(), view.K.to(self.device).float(),
-                            view.width, view.height, background=self.background)
+        return self.field.render(view)
 
     @torch.no_grad()
     def decoded(self, out: FieldRender, teacher: str) -> Tensor:
         """A rendered feature map decoded to the teacher's width: [H, W, D]."""
         if out.features is None:
             raise ConfigError(f"{self.source}: the field has no feature channels")
-        return self.field.decoder(out.features, teacher)
+        return self.field.decode(out.features, teacher)
+
+    def encode_text(self, phrases: Sequence[str], teacher: str) -> Tensor:
+        return self.field.encode_text(phrases, teacher)
 
     # ---- text -----------------------------------------------------------------------------------------------
-    def encode_text(self, phrases: Sequence[str], teacher: str) -> Tensor:
-        """[Q, D] unit text embeddings by the teacher's own text encoder."""
-        emb = self.teacher(teacher).encode_text(list(phrases)).float()
-        return F.normalize(emb, dim=-1).to(self.device)
-
     def resolve_negatives(self, positives: Sequence[str], negatives: str | Sequence[str] = "auto") -> list[str]:
         """'canonical' (object, things, stuff, texture), 'scene' (the scene's label names not named by a positive),
         'auto' (scene + canonical when the scene has labels, else canonical), or explicit phrases (a list or one
@@ -308,16 +196,10 @@ class QueryEngine:
 
     # ---- scoring --------------------------------------------------------------------------------------------
     def scores(self, rows: Tensor, texts: Tensor, teacher: str, exact: bool = False,
-               chunk: int = DEFAULT_CHUNK) -> Tensor:
-        """Cosine of decoded rows (per-Gaussian latents or rendered pixels) [N, F] to unit texts [Q, D] -> [N, Q].
-
-        A linear decoder head is folded into the texts (see :func:`.relevancy.linear_cosine_scores`) unless
-        ``exact``, which decodes every row chunk by chunk; both give the same numbers."""
-        head = self.field.decoder.heads[teacher] if teacher in self.field.decoder.heads else None
-        if isinstance(head, nn.Linear) and not exact:
-            return linear_cosine_scores(rows, head.weight.detach(), head.bias.detach() if head.bias is not None
-                                        else None, texts, chunk)
-        return cosine_scores(rows, texts, lambda x: self.field.decoder(x, teacher), chunk)
+               chunk: int | None = None) -> Tensor:
+        """Cosine of decoded rows (per-element latents or rendered pixels) [N, F] to unit texts [Q, D] -> [N, Q]
+        (see :meth:`FeatureField.scores`)."""
+        return self.field.scores(rows, texts, teacher, exact=exact, chunk=chunk)
 
     @torch.no_grad()
     def relevancy_2d(self, query: str | Sequence[str], view: View, *, negatives: str | Sequence[str] = "auto",
@@ -338,11 +220,24 @@ class QueryEngine:
     @torch.no_grad()
     def relevancy_3d(self, query: str | Sequence[str], *, negatives: str | Sequence[str] = "auto",
                      teacher: str | None = None, temperature: float = TEMPERATURE, exact: bool = False,
-                     chunk: int = DEFAULT_CHUNK) -> Relevancy3D:
-        """LERF relevancy of every Gaussian's own decoded feature: [P, N]."""
+                     chunk: int | None = None) -> Relevancy3D:
+        """LERF relevancy of every element's own decoded feature: [P, N]."""
         name, pos, negs, tp, tn = self._texts(query, negatives, teacher)
-        s = self.scores(self.field.features.detach(), torch.cat([tp, tn]), name, exact=exact, chunk=chunk)
+        s = self.scores(self.field.element_features(), torch.cat([tp, tn]), name, exact=exact, chunk=chunk)
         rel = relevancy_from_scores(s[:, :len(pos)], s[:, len(pos):], temperature)
+        return Relevancy3D(pos, negs, rel.T.contiguous())
+
+    @torch.no_grad()
+    def relevancy_points(self, query: str | Sequence[str], xyz: Tensor, *,
+                         negatives: str | Sequence[str] = "auto", teacher: str | None = None,
+                         temperature: float = TEMPERATURE) -> Relevancy3D:
+        """LERF relevancy of the field's features at arbitrary world points ``xyz`` [M, 3] (see
+        :meth:`FeatureField.query_points`): [P, M]; 0 where the field holds nothing (density ~ 0)."""
+        name, pos, negs, tp, tn = self._texts(query, negatives, teacher)
+        q = self.field.query_points(check_points(xyz, "query points"), teachers=[])
+        s = self.scores(q.latent, torch.cat([tp, tn]), name)
+        rel = relevancy_from_scores(s[:, :len(pos)], s[:, len(pos):], temperature)
+        rel = torch.where(q.density[:, None] > 1e-6, rel, torch.zeros_like(rel))
         return Relevancy3D(pos, negs, rel.T.contiguous())
 
     def select(self, query: str | Sequence[str], *, threshold: float = DEFAULT_THRESHOLD,
@@ -352,9 +247,9 @@ class QueryEngine:
         ``clean`` keeps the largest connected component."""
         _check_unit("threshold", threshold)
         rel = relevancy if relevancy is not None else self.relevancy_3d(query, negatives=negatives, teacher=teacher)
-        sel = Selection(rel.combined.cpu() > threshold).opaque(self.field.opacities.cpu(), min_opacity)
+        sel = Selection(rel.combined.cpu() > threshold).opaque(self.field.element_opacities().cpu(), min_opacity)
         if clean:
-            sel = sel.largest_component(self.field.means.detach().cpu())
+            sel = sel.largest_component(self.field.element_positions().cpu())
         return sel
 
     def select_by_views(self, query: str | Sequence[str], *, views: str | Sequence[int | str] = "train",
@@ -385,14 +280,14 @@ class QueryEngine:
             out = self.render(v)
             masks = [self.relevancy_2d(query, v, negatives=negatives, teacher=teacher, out=out).mask(threshold)
                      for query in queries]
-            w = mask_weights(self.field, v, torch.stack(masks + [torch.ones_like(masks[0])], -1).float()).cpu()
+            w = self.field.element_weights(v, torch.stack(masks + [torch.ones_like(masks[0])], -1).float()).cpu()
             inside += w[:, :q]
             total += w[:, q]
         seen = total >= min_weight
         out_sel = []
         for j in range(q):
-            sel = Selection((inside[:, j] > 0.5 * total) & seen).opaque(self.field.opacities.cpu(), min_opacity)
-            out_sel.append(sel.largest_component(self.field.means.detach().cpu()) if clean else sel)
+            sel = Selection((inside[:, j] > 0.5 * total) & seen).opaque(self.field.element_opacities().cpu(), min_opacity)
+            out_sel.append(sel.largest_component(self.field.element_positions().cpu()) if clean else sel)
         return out_sel
 
     # ---- prompts --------------------------------------------------------------------------------------------
@@ -414,13 +309,13 @@ class QueryEngine:
         if teacher is None:
             teacher = next((n for n in names if n != "sam"), names[0])
         elif teacher not in names:
-            raise ConfigError(f"{self.source}: the field has no {teacher!r} teacher; it has {_names(names)}")
+            raise ConfigError(f"{self.source}: the field has no {teacher!r} teacher; it has {names_or_none(names)}")
         out = self.render(view)
         if teacher == "sam":
             mask, logits = self._sam_mask(view, out, point, box)
-            sel = lift_mask(self.field, view, mask, out).opaque(self.field.opacities.cpu(), min_opacity)
+            sel = lift_mask(self.field, view, mask, out).opaque(self.field.element_opacities().cpu(), min_opacity)
             if clean:
-                sel = sel.largest_component(self.field.means.detach().cpu())
+                sel = sel.largest_component(self.field.element_positions().cpu())
             return PromptResult(view, mask, logits, sel, "sam", teacher)
 
         feats = F.normalize(self.decoded(out, teacher).float(), dim=-1)  # [H, W, D]
@@ -429,15 +324,15 @@ class QueryEngine:
         inside = _box_mask(view, box) if box is not None else torch.ones_like(sim, dtype=torch.bool)
         mask = (sim > threshold) & inside & (out.alpha >= MIN_ALPHA)
         # per-Gaussian: decoded own feature vs the reference (same fold as text queries)
-        g = self.scores(self.field.features.detach(), ref[None], teacher)[:, 0].cpu()
+        g = self.scores(self.field.element_features(), ref[None], teacher)[:, 0].cpu()
         sel_mask = g > threshold
         if box is not None:  # a box also says where: keep Gaussians whose centre projects into it
-            uv, z = project_points(self.field.means.detach(), view)
+            uv, z = project_points(self.field.element_positions(), view)
             x0, y0, x1, y1 = box
             sel_mask &= ((z > 0) & (uv[:, 0] >= x0) & (uv[:, 0] < x1) & (uv[:, 1] >= y0) & (uv[:, 1] < y1)).cpu()
-        sel = Selection(sel_mask).opaque(self.field.opacities.cpu(), min_opacity)
+        sel = Selection(sel_mask).opaque(self.field.element_opacities().cpu(), min_opacity)
         if clean:
-            sel = sel.largest_component(self.field.means.detach().cpu())
+            sel = sel.largest_component(self.field.element_positions().cpu())
         return PromptResult(view, mask.cpu(), sim.cpu(), sel, "similarity", teacher, ref.cpu())
 
     def _sam_mask(self, view: View, out: FieldRender, point, box) -> tuple[Tensor, Tensor]:
@@ -475,57 +370,6 @@ class QueryEngine:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
-# How a foundation-model teacher's recorded config maps back onto make_teacher options:
-# name -> (option naming the model, option naming pretrained weights, options for random-init weights, kept keys)
-_REBUILD = {
-    "clip": ("model", "pretrained", {"pretrained": None}, ("mode", "resolution")),
-    "sam": ("model_type", None, {"random_init": True}, ("normalize",)),
-}
-
-
-def build_teacher(record: dict, train_config: dict | None = None) -> Teacher:
-    """Rebuild a teacher from a checkpoint's record ({name, dim, config}) and the run's --teacher-checkpoint map,
-    so queries use the same text tower / SAM decoder the field was trained against."""
-    name = record["name"]
-    cfg = record.get("config", {}) or {}
-    ckpts = (train_config or {}).get("teacher_checkpoints", {}) or {}
-    opts: dict = {}
-    model = cfg.get("model")
-    weights = cfg.get("weights")
-    if name == "labels":
-        if cfg.get("model_path"):
-            opts["model_path"] = cfg["model_path"]
-    elif name in _REBUILD:
-        model_key, pretrained_key, random_init, kept = _REBUILD[name]
-        if isinstance(model, dict):
-            opts["arch"] = model.get("arch")
-        elif model:
-            opts[model_key] = model
-        if name in ckpts:
-            opts["checkpoint"] = ckpts[name]
-        elif weights == "random-init":
-            opts.update(random_init)
-        elif weights and pretrained_key:
-            opts[pretrained_key] = weights
-        opts.update({k: cfg[k] for k in kept if k in cfg})
-    elif name in ckpts:
-        opts["checkpoint"] = ckpts[name]
-    return make_teacher(name, **opts)
-
-
-def _text_aligned(name: str) -> bool:
-    from ..teachers import _factory
-
-    try:
-        return bool(getattr(_factory(name)[1], "text_aligned", False))
-    except ConfigError:
-        return False
-
-
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(names) if names else "none (colour only)"
-
-
 def _check_unit(what: str, value: float, lo: float = 0.0) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= 1):
         raise ConfigError(f"{what} must be a number in [{lo:g}, 1], not {value}")
@@ -603,30 +447,14 @@ def project_points(points: Tensor, view: View) -> tuple[Tensor, Tensor]:
     return uv, z
 
 
-def mask_weights(field: GaussianField, view: View, masks: Tensor) -> Tensor:
-    """Each Gaussian's blending weight summed over each mask's pixels: masks [H, W, M] -> [N, M].
-
-    The rendered image is linear in the per-Gaussian colours with the blending weights as coefficients, so the
-    gradient of sum(image * masks) with respect to M colour channels that are all zero is exactly these sums (one
-    forward and one backward pass, on any backend)."""
-    dev = field.means.device
-    colors = torch.zeros(len(field), masks.shape[-1], device=dev, requires_grad=True)
-    with torch.enable_grad():
-        out = render(field.means.detach(), field.quats.detach(), field.scales.detach(), field.opacities.detach(),
-                     colors, torch.linalg.inv(view.c2w.to(dev).float()), view.K.to(dev).float(), view.width,
-                     view.height)
-        (out.image * masks.to(out.image)).sum().backward()
-    return colors.grad
-
-
-def lift_mask(field: GaussianField, view: View, mask: Tensor, out: FieldRender) -> Selection:
+def lift_mask(field: FeatureField, view: View, mask: Tensor, out: FieldRender) -> Selection:
     """A 2D mask in a view -> the Gaussians behind it: centre projects into the mask, and lies between the visible
     surface there and one object-width behind it (the object is assumed about as deep as it is wide)."""
     n = len(field)
     mask = mask.cpu()
     if not mask.any():
         return Selection.none(n)
-    uv, z = project_points(field.means.detach(), view)
+    uv, z = project_points(field.element_positions(), view)
     uv, z = uv.cpu(), z.cpu()
     px = uv.floor().long()
     inside = (z > 0) & (px[:, 0] >= 0) & (px[:, 0] < view.width) & (px[:, 1] >= 0) & (px[:, 1] < view.height)
@@ -642,73 +470,3 @@ def lift_mask(field: GaussianField, view: View, mask: Tensor, out: FieldRender) 
     width_m = extent_px * float(depth.median()) / float(view.K[0, 0])
     lo, hi = float(depth.min()) - 0.25 * width_m, float(depth.max()) + width_m
     return Selection(hit & (z >= lo) & (z <= hi))
-
-
-def interpolated_views(scene: SceneData, n: int) -> list[View]:
-    """n novel poses halfway between consecutive frames (position lerp, rotation slerp), spread over the scene."""
-    cams = scene.cameras
-    if len(cams) < 2:
-        raise QueryError("novel views need a scene with at least two frames")
-    picks = np.linspace(0, len(cams) - 2, n).round().astype(int)
-    views = []
-    for j, i in enumerate(picks):
-        a, b = cams.c2w[i].double(), cams.c2w[i + 1].double()
-        c2w = torch.eye(4, dtype=torch.float64)
-        c2w[:3, :3] = _slerp_rot(a[:3, :3], b[:3, :3], 0.5)
-        c2w[:3, 3] = 0.5 * (a[:3, 3] + b[:3, 3])
-        views.append(View(f"novel_{j:03d}", c2w.float(), cams.K[i], cams.width, cams.height))
-    return views
-
-
-def _slerp_rot(ra: Tensor, rb: Tensor, t: float) -> Tensor:
-    from scipy.spatial.transform import Rotation, Slerp
-
-    rots = Rotation.from_matrix(np.stack([ra.numpy(), rb.numpy()]))
-    return torch.from_numpy(Slerp([0.0, 1.0], rots)([t]).as_matrix()[0])
-
-
-def views_from_camera_file(path: str | Path, default: View | None = None) -> list[View]:
-    """Novel views from a JSON file: one camera or a list (or {"frames": [...]}). Each has either ``c2w``
-    (OpenCV camera-to-world) or ``transform_matrix`` (nerfstudio/OpenGL), and either ``K`` or fl_x/fl_y/cx/cy
-    plus ``width``/``height`` (or w/h); missing intrinsics come from ``default`` (a scene frame)."""
-    path = Path(path)
-    data = read_json(path)
-    items = data.get("frames", [data]) if isinstance(data, dict) else data
-    if not isinstance(items, list) or not items:
-        raise DataError(f"{path}: expected a camera object, a list of them, or {{\"frames\": [...]}}")
-    views = []
-    for j, c in enumerate(items):
-        where = f"{path} camera {j}"
-        if not isinstance(c, dict):
-            raise DataError(f"{where}: not an object")
-        try:
-            if "c2w" in c:
-                c2w = torch.tensor(c["c2w"], dtype=torch.float64)
-            elif "transform_matrix" in c:
-                c2w = torch.tensor(c["transform_matrix"], dtype=torch.float64) @ GL_TO_CV.double()
-            else:
-                raise DataError(f"{where}: needs 'c2w' (OpenCV) or 'transform_matrix' (nerfstudio)")
-            if c2w.shape == (3, 4):
-                c2w = torch.cat([c2w, torch.tensor([[0.0, 0, 0, 1]], dtype=torch.float64)])
-            w = int(c.get("width", c.get("w", default.width if default else 0)))
-            h = int(c.get("height", c.get("h", default.height if default else 0)))
-            if "K" in c:
-                K = torch.tensor(c["K"], dtype=torch.float32)
-            elif "fl_x" in c:
-                K = torch.tensor([[c["fl_x"], 0, c.get("cx", w / 2)], [0, c.get("fl_y", c["fl_x"]), c.get("cy", h / 2)],
-                                  [0, 0, 1]], dtype=torch.float32)
-            elif default is not None:
-                K = default.K.clone()
-            else:
-                raise DataError(f"{where}: needs intrinsics ('K' or fl_x/fl_y/cx/cy)")
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise DataError(f"{where}: malformed camera ({e})") from None
-        if c2w.shape != (4, 4) or K.shape != (3, 3) or w < 1 or h < 1:
-            raise DataError(f"{where}: need a 4x4 pose, a 3x3 K and a positive width and height")
-        if not (torch.isfinite(c2w).all() and torch.isfinite(K).all()):
-            raise DataError(f"{where}: pose or intrinsics contain NaN or inf")
-        rot = c2w[:3, :3]
-        if not torch.allclose(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-3):
-            raise DataError(f"{where}: the pose's rotation is not orthonormal")
-        views.append(View(str(c.get("name", f"{path.stem}_{j:03d}")), c2w.float(), K, w, h))
-    return views

@@ -58,7 +58,9 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
     if scene.semantics is None or not names:
         raise DataError(f"{scene.root}: the scene has no semantic masks to evaluate against")
     objects = load_objects(scene.root)
-    labels = cfg.labels or ([o["label"] for o in objects if o["label"] in names] if objects else
+    classes = label_classes(objects, names)
+    parts = [p["label"] for o in objects for p in o.get("parts", []) if p["label"] in names]
+    labels = cfg.labels or ([o["label"] for o in objects if o["label"] in names] + parts if objects else
                             [n for n in names if n != "background"])
     labels = list(dict.fromkeys(labels))
     unknown = [lab for lab in labels if lab not in names]
@@ -79,7 +81,7 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
             rel = engine.relevancy_2d(lab, v, negatives=cfg.negatives, teacher=cfg.teacher, out=out)
             pred = rel.mask(cfg.threshold).cpu()
             pred_masks[lab] = pred
-            truth = gt == names.index(lab)
+            truth = torch.isin(gt, torch.tensor(classes.get(lab, [names.index(lab)])))
             union = int((pred | truth).sum())
             if union:
                 per_label[lab]["iou_per_view"][v.stem] = int((pred & truth).sum()) / union
@@ -89,9 +91,9 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         raise ConfigError(f"lift must be 'views' or 'features', not {cfg.lift!r}")
     options = dict(threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean, negatives=cfg.negatives,
                    teacher=cfg.teacher)
-    opacities = engine.field.opacities.detach().cpu()
+    opacities = engine.field.element_opacities().cpu()
     opaque = opacities >= cfg.min_opacity
-    means_world = _to_world(engine.field.means.detach().cpu(), engine.world_from_scene)
+    means_world = engine.field.element_positions().cpu()
     has_3d = bool(objects)
     lifted = {}
     if has_3d and cfg.lift == "views":  # every label in one render and one weight pass per training view
@@ -145,6 +147,7 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         "mean_iou": mean("iou"),
         "min_iou": min((r["iou"] for r in per_label.values() if not math.isnan(r["iou"])), default=float("nan")),
         "per_label": per_label,
+        "parts": [lab for lab in labels if lab in parts],
         "targets": {"iou": TARGET_IOU, "precision_3d": TARGET_PRECISION, "recall_3d": TARGET_RECALL},
     }
     if has_3d:
@@ -152,10 +155,12 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
         result["mean_recall_3d"] = mean("recall_3d")
     else:
         result["note"] = f"{scene.root} has no objects.json with meshes: 3D precision/recall not evaluated"
-    result["passed"] = all(
-        r["iou"] >= TARGET_IOU and (not has_3d or (r["precision_3d"] >= TARGET_PRECISION
-                                                   and r["recall_3d"] >= TARGET_RECALL))
-        for r in per_label.values())
+    def met(r: dict) -> bool:
+        return r["iou"] >= TARGET_IOU and (not has_3d or (r["precision_3d"] >= TARGET_PRECISION
+                                                          and r["recall_3d"] >= TARGET_RECALL))
+
+    # the targets are for whole objects; named parts (a handle two pixels wide) are reported, not judged
+    result["passed"] = all(met(r) for lab, r in per_label.items() if lab not in parts)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -178,10 +183,28 @@ def load_objects(root: str | Path) -> list[dict]:
 
 
 def load_scene_meshes(root: str | Path) -> list[dict]:
-    """Every posed mesh objects.json lists: its objects plus the table and the room (for the nearer-mesh rule)."""
+    """Every posed mesh objects.json lists: its objects, their named parts and what is left of each object without
+    them (so a part's ground truth stops where the rest of its object is nearer), the table and the room."""
     data = read_json(Path(root) / "objects.json")
     extra = [data[k] for k in ("table", "room") if isinstance(data.get(k), dict) and "mesh" in data[k]]
-    return load_objects(root) + extra
+    objects = load_objects(root)
+    pieces = []
+    for o in objects:
+        pieces += [{"label": p["label"], "mesh": p["mesh"], "pose": o["pose"]} for p in o.get("parts", [])]
+        if "rest_mesh" in o:
+            pieces.append({"label": f"{o['label']} (rest)", "mesh": o["rest_mesh"], "pose": o["pose"]})
+    return objects + pieces + extra
+
+
+def label_classes(objects: list[dict], names: list[str]) -> dict[str, list[int]]:
+    """The semantic ids whose pixels are a label: an object's own plus its named parts' (the mug's handle is the
+    mug too); a part's own."""
+    out: dict[str, list[int]] = {}
+    for o in objects:
+        if o["label"] in names:
+            out[o["label"]] = [names.index(o["label"])] + [names.index(p["label"]) for p in o.get("parts", [])
+                                                            if p["label"] in names]
+    return out
 
 
 class GroundTruth3D:
@@ -238,11 +261,6 @@ class GroundTruth3D:
         return near | self.occupied[:, cols].any(1)
 
 
-def _to_world(points: torch.Tensor, world_from_scene: torch.Tensor) -> torch.Tensor:
-    m = world_from_scene.to(points.dtype)
-    return points @ m[:3, :3].T + m[:3, 3]
-
-
 def label_palette(n: int) -> np.ndarray:
     """A fixed, distinguishable colour per label index: [n, 3] uint8."""
     base = np.array([[90, 90, 90], [166, 118, 29], [31, 119, 180], [44, 160, 44], [214, 39, 40], [148, 103, 189],
@@ -287,10 +305,12 @@ def evaluate_delete(original: QueryEngine, edited: QueryEngine, label: str, *, v
     names = scene.label_names or []
     if scene.semantics is None or label not in names:
         raise DataError(f"{scene.root}: no ground-truth semantic mask for {label!r} to measure the delete against")
+    classes = label_classes(load_objects(scene.root), names)
     rows, panels = [], []
     for v in [v for v in original.views(views) if v.index is not None]:
         gt_rgb = v.image.float() / 255
-        truth = (scene.semantics[v.index] == names.index(label)).float()
+        truth = torch.isin(scene.semantics[v.index].long(), torch.tensor(classes.get(label, [names.index(label)])))
+        truth = truth.float()
         grown = F.max_pool2d(truth[None, None], 2 * dilate_px + 1, stride=1, padding=dilate_px)[0, 0] > 0
         outside = ~grown
         row = {"view": v.stem, "gt_label_pixels": int(truth.sum()), "outside_pixels": int(outside.sum())}

@@ -13,11 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.cameras import Cameras
 from ..errors import ConfigError, DataError
-from ..fields.density import quat_to_rotmat
 from ..fields.gaussians import GaussianField, sh0_to_rgb
 from ..fields.ply import write_ply
+from ..fields.splats import gaussians_of
 from ..io import atomic_path, write_image
 from .selection import Selection
 
@@ -77,6 +76,7 @@ def write_relevancy_ply(path: str | Path, field: GaussianField, relevancy: Tenso
     """The whole field as a 3DGS PLY plus a ``relevancy`` float property per Gaussian (one per positive,
     ``relevancy_<i>``, when there are several; ``names`` are recorded in the header comment via the property
     order). relevancy: [N] or [P, N]."""
+    field = gaussians_of(field)
     rel = relevancy.detach().float().cpu()
     if rel.ndim == 1:
         rel = rel[None]
@@ -85,15 +85,6 @@ def write_relevancy_ply(path: str | Path, field: GaussianField, relevancy: Tenso
     extra = {"relevancy": rel[0].numpy()} if rel.shape[0] == 1 else {
         f"relevancy_{i}": r.numpy() for i, r in enumerate(rel)}
     write_ply(path, field, world_from_scene, extra=extra)
-
-
-def gaussian_normals(field: GaussianField, idx: Tensor | None = None) -> Tensor:
-    """Each Gaussian's shortest axis (the normal of a flat splat), unoriented: [n, 3] unit."""
-    quats = field.quats.detach() if idx is None else field.quats.detach()[idx]
-    scales = field.scales.detach() if idx is None else field.scales.detach()[idx]
-    rot = quat_to_rotmat(quats)  # [n, 3, 3], columns = local axes in the world
-    axis = scales.argmin(dim=-1)
-    return F.normalize(rot[torch.arange(len(axis)), :, axis], dim=-1)
 
 
 def orient_normals(points: Tensor, normals: Tensor, viewpoints: Tensor | None, k: int = 10) -> Tensor:
@@ -131,25 +122,24 @@ def orient_normals(points: Tensor, normals: Tensor, viewpoints: Tensor | None, k
     return out.float()
 
 
-def selection_point_cloud(field: GaussianField, sel: Selection, world_from_scene: Tensor | None = None,
-                          cameras: Cameras | None = None):
-    """The selected Gaussians as an open3d point cloud in world coordinates: centres, colours (DC term), and
-    normals from each splat's shortest axis, oriented towards the nearest camera."""
+def selection_point_cloud(field, sel: Selection, viewpoints: Tensor | None = None):
+    """The selected elements of a field (a GaussianFeatureField, or a bare GaussianField in its own frame) as an
+    open3d point cloud in world coordinates: centres, colours (DC term), and normals from each splat's shortest
+    axis, oriented towards the nearest of ``viewpoints`` [V, 3] (world camera centres)."""
     import open3d as o3d
 
+    from ..fields.splats import GaussianFeatureField
+
+    if isinstance(field, GaussianField):
+        field = GaussianFeatureField(field)
     if len(sel) != len(field):
         raise ConfigError(f"the selection covers {len(sel)} Gaussians but the field has {len(field)}")
     if sel.count == 0:
         raise ConfigError("the selection is empty: no points to export (check the query or lower --threshold)")
-    idx = sel.indices.to(field.means.device)
-    pts = field.means.detach()[idx].float().cpu()
-    normals = gaussian_normals(field, idx).cpu()
-    normals = orient_normals(pts, normals, cameras.centers if cameras is not None else None)
-    colors = sh0_to_rgb(field.sh0.detach()[idx][:, 0]).clamp(0, 1).cpu()
-    m = (world_from_scene if world_from_scene is not None else torch.eye(4)).float()
-    lin = m[:3, :3]
-    pts = pts @ lin.T + m[:3, 3]
-    normals = F.normalize(normals @ torch.linalg.inv(lin), dim=-1)  # normals transform with the inverse transpose
+    idx = sel.indices.to(field.device)
+    pts = field.element_positions()[idx].float().cpu()
+    normals = orient_normals(pts, field.element_normals()[idx].cpu(), viewpoints)
+    colors = sh0_to_rgb(gaussians_of(field).sh0.detach()[idx][:, 0]).clamp(0, 1).cpu()
     pcd = o3d.geometry.PointCloud()
     pcd.points = o3d.utility.Vector3dVector(pts.double().numpy())
     pcd.normals = o3d.utility.Vector3dVector(normals.double().numpy())

@@ -59,17 +59,27 @@ def split_positives(query: str) -> list[str]:
 
 
 def scene_negatives(labels: Sequence[str], positives: Sequence[str]) -> list[str]:
-    """The scene's label names as negatives, minus those a positive names as whole words ('mug' for 'red mug'),
-    since a negative that says the same as the positive would always win."""
-    def words(s: str) -> str:
-        return " " + " ".join(re.findall(r"\w+", s.lower().replace("_", " "))) + " "
+    """The scene's label names as negatives, minus those that say what a positive says (a negative that names the
+    same thing would always win). A label is dropped for a positive when
+
+    - the positive's words are all in the label: the label is a kind or a part of it ("yellow banana" or "mug
+      handle" for "banana" or "mug": the handle is part of the mug, so "mug" covers its pixels too);
+    - or the label's words are all in the positive and both end in the same word (their head noun): the label
+      names the positive more generally ("mug" for "red mug"). "mug" stays a negative for "mug handle", whose head
+      is "handle": the rest of the mug is not its handle."""
+    def words(s: str) -> list[str]:
+        return re.findall(r"\w+", s.lower().replace("_", " "))
 
     pos = [words(p) for p in positives]
     out = []
     for label in labels:
         w = words(label)
-        if w.strip() and not any(w in p for p in pos) and label not in out:
-            out.append(" ".join(label.replace("_", " ").split()))
+        if not w:
+            continue
+        said = any(set(p) <= set(w) or (set(w) <= set(p) and w[-1] == p[-1]) for p in pos if p)
+        name = " ".join(label.replace("_", " ").split())
+        if not said and name not in out:
+            out.append(name)
     return out
 
 

@@ -412,6 +412,28 @@ OBJECT_BUILDERS: dict[str, Callable[[], Mesh]] = {
 }
 
 
+# Named parts of objects, for part queries ("mug handle") and their ground truth: object label -> [(part label,
+# rule)], each rule mapping triangle centroids in the object's local frame ([F, 3], metres) to a bool mask.
+OBJECT_PARTS: dict[str, list[tuple[str, Callable[[np.ndarray], np.ndarray]]]] = {
+    "mug": [("mug handle", lambda c: np.hypot(c[:, 0], c[:, 1]) > 0.0415)],  # outside the body's 4.1 cm radius
+    "bottle": [("bottle neck", lambda c: c[:, 2] > 0.2)],  # above the shoulder's middle: neck and cap
+}
+PART_LABELS = [part for parts in OBJECT_PARTS.values() for part, _ in parts]
+
+
+def part_masks(label: str, mesh: Mesh) -> list[tuple[str, np.ndarray]]:
+    """[(part label, [F] bool over the mesh's triangles)] for an object in its local frame (none for most)."""
+    centroids = mesh.vertices[mesh.triangles].mean(1)
+    return [(part, rule(centroids)) for part, rule in OBJECT_PARTS.get(label, [])]
+
+
+def submesh(mesh: Mesh, tri_mask: np.ndarray) -> Mesh:
+    """The triangles ``tri_mask`` selects, with only the vertices they use."""
+    tris = mesh.triangles[tri_mask]
+    used, inverse = np.unique(tris, return_inverse=True)
+    return Mesh(mesh.vertices[used], inverse.reshape(-1, 3).astype(np.int64), mesh.colors[used], mesh.normals[used])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Table and room (world frame: floor at z = 0)
 # ----------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class Part:
     semantic: int
     instance: int
     casts_shadow: bool = True
+    tri_semantic: np.ndarray | None = None  # [F] per-triangle class (named parts of an object), else `semantic`
 
 
 @dataclass
@@ -59,7 +60,9 @@ class Renderer:
         mesh = concat([p.mesh for p in parts])
         self.vertices, self.triangles = mesh.vertices, mesh.triangles
         self.colors, self.normals = mesh.colors, mesh.normals
-        self.tri_semantic = np.concatenate([np.full(len(p.mesh.triangles), p.semantic, np.uint8) for p in parts])
+        self.tri_semantic = np.concatenate([
+            np.full(len(p.mesh.triangles), p.semantic, np.uint8) if p.tri_semantic is None
+            else np.asarray(p.tri_semantic, np.uint8) for p in parts])
         self.tri_instance = np.concatenate([np.full(len(p.mesh.triangles), p.instance, np.uint8) for p in parts])
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(

@@ -18,22 +18,25 @@ from ..errors import ConfigError, DataError
 from ..io import read_json, write_json
 from .meshes import (
     OBJECT_BUILDERS,
+    PART_LABELS,
     ROOM_SIZE,
     TABLE_HEIGHT,
     TABLE_SIZE,
     Mesh,
     make_room,
     make_table,
+    part_masks,
     sample_surface,
+    submesh,
     write_mesh_ply,
     write_points_ply,
 )
 from .raycast import Part, Renderer
 
 GENERATOR_NAME = "tabletop"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: named parts (mug handle, bottle neck) get classes of their own
 OBJECT_LABELS = list(OBJECT_BUILDERS)  # mug, bowl, box, ball, bottle, can, banana, book
-SEMANTIC_LABELS = ["background", "table"] + OBJECT_LABELS
+SEMANTIC_LABELS = ["background", "table"] + OBJECT_LABELS + PART_LABELS  # parts last: object ids never move
 HFOV_DEG = 62.0
 LIGHT_DIR = (-0.35, 0.45, 1.0)  # towards the light
 
@@ -50,6 +53,13 @@ class PlacedObject:
     def world_mesh(self) -> Mesh:
         return self.mesh.transformed(self.pose)
 
+    def triangle_classes(self) -> np.ndarray:
+        """[F] semantic id per triangle: the object's, or a named part's ("mug handle")."""
+        cls = np.full(len(self.mesh.triangles), self.semantic_id, np.int64)
+        for part, mask in part_masks(self.label, self.mesh):
+            cls[mask] = SEMANTIC_LABELS.index(part)
+        return cls
+
 
 @dataclass
 class Tabletop:
@@ -60,7 +70,8 @@ class Tabletop:
 
     def parts(self) -> list[Part]:
         parts = [Part("room", self.room, 0, 0, casts_shadow=False), Part("table", self.table, 1, 1)]
-        parts += [Part(o.label, o.world_mesh, o.semantic_id, o.instance_id) for o in self.objects]
+        parts += [Part(o.label, o.world_mesh, o.semantic_id, o.instance_id, tri_semantic=o.triangle_classes())
+                  for o in self.objects]
         return parts
 
     @property
@@ -219,11 +230,15 @@ Contents (nerfstudio layout):
 - `images/`: RGB, Lambert + ambient shading with one fixed soft light (no view-dependent effects), 2x2 supersampled.
 - `depth/`: uint16 z-depth in millimetres (`depth_unit_scale_factor` 0.001), 0 = no hit.
 - `normals/`: world-frame normals encoded as (n + 1) / 2 * 255, facing the camera.
-- `semantics/`: uint8 index into `semantic_labels`; `instances/`: uint8 instance id (0 background, 1 table,
-  objects from 2; names in `instance_labels`).
+- `semantics/`: uint8 index into `semantic_labels`; named parts of objects (the mug's handle, the bottle's neck)
+  have classes of their own ("mug handle", "bottle neck"), so an object's pixels are its class plus its parts';
+  `instances/`: uint8 instance id (0 background, 1 table, objects from 2, parts included; names in
+  `instance_labels`).
 - `points.ply`: {n_points} coloured surface points sampled from the meshes, for initialisation.
 - `objects.json` and `meshes/`: each object's label, ids, vertex-coloured mesh in its local frame (z up, origin on
-  the table under the object's centre, e.g. the mug's axis), 4x4 object-to-world pose and bounding box.
+  the table under the object's centre, e.g. the mug's axis), 4x4 object-to-world pose and bounding box; objects
+  with named parts list them (`parts`: label, semantic id, the part's own mesh) plus `rest_mesh`, the object
+  without its parts.
 """
 
 
@@ -323,7 +338,22 @@ def _objects_json(scene: Tabletop, root: Path, generator: dict) -> dict:
             "pose": [_r(row) for row in pose], "size": _r(hi - lo, 6), "bbox_min": _r(lo, 6), "bbox_max": _r(hi, 6),
         }
 
-    objs = [entry(o.label, o.semantic_id, o.instance_id, o.mesh, o.pose, f"{o.label}.ply") for o in scene.objects]
+    def with_parts(o: PlacedObject) -> dict:
+        e = entry(o.label, o.semantic_id, o.instance_id, o.mesh, o.pose, f"{o.label}.ply")
+        masks = part_masks(o.label, o.mesh)
+        if masks:
+            e["parts"] = []
+            for part, mask in masks:
+                fname = part.replace(" ", "_") + ".ply"
+                write_mesh_ply(root / "meshes" / fname, submesh(o.mesh, mask), comment=f"{part}: {o.label}'s local frame")
+                e["parts"].append({"label": part, "semantic_id": SEMANTIC_LABELS.index(part), "mesh": f"meshes/{fname}"})
+            rest = ~np.any([m for _, m in masks], axis=0)
+            write_mesh_ply(root / "meshes" / f"{o.label}_rest.ply", submesh(o.mesh, rest),
+                           comment=f"{o.label} without its named parts: local frame")
+            e["rest_mesh"] = f"meshes/{o.label}_rest.ply"
+        return e
+
+    objs = [with_parts(o) for o in scene.objects]
     return {
         "generator": generator,
         "frame": "world: metres, z up, floor at z = 0, table centred on the origin; poses are object-to-world",

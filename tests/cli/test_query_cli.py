@@ -18,7 +18,6 @@ from featurefields.cli.query import main as ff_query
 from featurefields.fields.gaussians import FeatureLayout, GaussianField, TeacherSpec
 from featurefields.io import read_image
 from featurefields.query import Selection
-from tests.query.conftest import oracle  # noqa: F401 - shared session fixture
 from tests.query.helpers import save_as_checkpoint
 
 
@@ -28,13 +27,13 @@ def run(main, *argv) -> int:
     return e.value.code
 
 
-def test_ff_query_text(oracle, tmp_path):  # noqa: F811
+def test_ff_query_text(oracle, tmp_path):
     out = tmp_path / "q"
     assert run(ff_query, oracle.checkpoint, "mug", "--views", "all", "--ply", "--negatives", "scene",
                "--out", out) == 0
     summary = json.loads((out / "query.json").read_text())
     assert summary["positives"] == ["mug"] and summary["teacher"] == "labels"
-    assert summary["selected_gaussians"] == oracle.labels.count("mug")
+    assert summary["selected_gaussians"] == oracle.count("mug")
     names = [f"frame_{i:05d}" for i in range(6)]
     assert [v["view"] for v in summary["views"]] == names
     from featurefields.data import load_scene
@@ -48,15 +47,15 @@ def test_ff_query_text(oracle, tmp_path):  # noqa: F811
         if gt.sum() > 5:
             assert (mask & gt).sum() > 0.5 * gt.sum()
     sel = Selection.load(out / "selection.pt", len(oracle.labels))
-    assert sel.count == oracle.labels.count("mug")
+    assert sel.count == oracle.count("mug")
     from plyfile import PlyData
 
     rel = PlyData.read(str(out / "relevancy.ply"))["vertex"].data["relevancy"]
-    mug = np.array(oracle.labels) == "mug"
+    mug = oracle.truth("mug").numpy()
     assert rel[mug].min() > 0.5 > rel[~mug].max()
 
 
-def test_ff_query_text_lifted_from_the_views(oracle, tmp_path):  # noqa: F811
+def test_ff_query_text_lifted_from_the_views(oracle, tmp_path):
     out = tmp_path / "qv"
     assert run(ff_query, oracle.checkpoint, "book", "--lift", "views", "--negatives", "scene", "--out", out) == 0
     summary = json.loads((out / "query.json").read_text())
@@ -66,7 +65,7 @@ def test_ff_query_text_lifted_from_the_views(oracle, tmp_path):  # noqa: F811
     assert int((sel.mask & book).sum()) >= 0.9 * sel.count  # what renders as the book, seen from the scene's views
 
 
-def test_ff_query_point_prompt_and_ff_edit_from_its_selection(oracle, tmp_path):  # noqa: F811
+def test_ff_query_point_prompt_and_ff_edit_from_its_selection(oracle, tmp_path):
     from featurefields.data import load_scene
 
     scene = load_scene(oracle.scene)
@@ -95,7 +94,7 @@ def test_ff_query_point_prompt_and_ff_edit_from_its_selection(oracle, tmp_path):
     assert info["num_gaussians_after"] == len(oracle.labels) - sel.count and (edited / "field.ply").is_file()
 
 
-def test_ff_edit_combines_queries_and_recolours(oracle, tmp_path):  # noqa: F811
+def test_ff_edit_combines_queries_and_recolours(oracle, tmp_path):
     out = tmp_path / "e"
     assert run(ff_edit, oracle.checkpoint, "mug", "--also", "bowl", "--exclude", "bowl", "--recolour", "1,0,0",
                "--negatives", "scene", "--out", out) == 0
@@ -106,20 +105,20 @@ def test_ff_edit_combines_queries_and_recolours(oracle, tmp_path):  # noqa: F811
 
     rgb = sh0_to_rgb(f.sh0.detach()[:, 0])
     red = (rgb - torch.tensor([1.0, 0, 0])).abs().max(-1).values < 1e-5
-    assert torch.equal(red, torch.tensor(np.array(oracle.labels) == "mug"))  # (mug or bowl) and not bowl
+    assert torch.equal(red, oracle.truth("mug"))  # (mug or bowl) and not bowl
     out2 = tmp_path / "x"
     assert run(ff_edit, oracle.checkpoint, "banana", "--extract", "--clean", "--negatives", "scene",
                "--out", out2) == 0
-    assert json.loads((out2 / "edit.json").read_text())["num_gaussians_after"] == oracle.labels.count("banana")
+    assert json.loads((out2 / "edit.json").read_text())["num_gaussians_after"] == oracle.count("banana")
 
 
-def test_ff_export_points_relevancy_and_views(oracle, tmp_path):  # noqa: F811
+def test_ff_export_points_relevancy_and_views(oracle, tmp_path):
     import open3d as o3d
 
     out = tmp_path / "x"
     assert run(ff_export, oracle.checkpoint, "ball", "--views", "novel:2", "--negatives", "scene", "--out", out) == 0
     pcd = o3d.io.read_point_cloud(str(out / "points.ply"))
-    assert len(pcd.points) == oracle.labels.count("ball") and pcd.has_normals()
+    assert len(pcd.points) == oracle.count("ball") and pcd.has_normals()
     pts, nrm = np.asarray(pcd.points), np.asarray(pcd.normals)
     outward = ((pts - pts.mean(0)) * nrm).sum(1) > 0  # a ball's normals point away from its centre
     assert outward.mean() > 0.9
@@ -128,7 +127,7 @@ def test_ff_export_points_relevancy_and_views(oracle, tmp_path):  # noqa: F811
         "novel_000_heatmap.png", "novel_000_mask.png", "novel_001_heatmap.png", "novel_001_mask.png"]
 
 
-def test_ff_eval_segmentation_on_the_oracle(oracle, tmp_path, capsys):  # noqa: F811
+def test_ff_eval_segmentation_on_the_oracle(oracle, tmp_path, capsys):
     assert run(ff_eval, "segmentation", oracle.checkpoint, "--out", tmp_path / "ev", "--labels", "mug,box",
                "--lift", "features") == 0  # the oracle samples hidden surfaces too: judge features alone
     r = json.loads((tmp_path / "ev" / "segmentation.json").read_text())
@@ -159,7 +158,7 @@ def test_ff_eval_and_ff_query_on_a_trained_tiny_scene(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sift_checkpoint(oracle, tmp_path_factory):  # noqa: F811
+def sift_checkpoint(oracle, tmp_path_factory):
     layout = FeatureLayout([TeacherSpec("sift", 128)], latent_dim=0)
     field = GaussianField(torch.rand(50, 3), torch.rand(50, 3), torch.full((50, 3), -3.0), layout, sh_degree=0)
     return save_as_checkpoint(field, oracle.scene, tmp_path_factory.mktemp("sift") / "checkpoint.pt",
@@ -201,7 +200,7 @@ def bad_inputs(ck: Path, sift: Path, tmp: Path):
     ]
 
 
-def test_bad_inputs_fail_cleanly(oracle, sift_checkpoint, tmp_path, capsys):  # noqa: F811
+def test_bad_inputs_fail_cleanly(oracle, sift_checkpoint, tmp_path, capsys):
     for main, argv, needle in bad_inputs(oracle.checkpoint, sift_checkpoint, tmp_path):
         code = run(main, *argv)
         err = capsys.readouterr().err

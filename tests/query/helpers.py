@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from featurefields.fields.gaussians import FeatureLayout, GaussianField, TeacherSpec
-from featurefields.scenegen.meshes import Mesh, sample_surface
+from featurefields.scenegen.meshes import Mesh, part_masks, sample_surface, submesh
 from featurefields.scenegen.tabletop import build_tabletop, generate_tabletop
 from featurefields.teachers.text import SentenceEncoder
 from featurefields.train.checkpoint import save_checkpoint
@@ -47,7 +47,13 @@ def oracle_field(seed: int = 0, per_object: int = 300, table: int = 2500,
     scene = build_tabletop(seed)
     rng = np.random.default_rng(seed)
     parts = [("background", scene.room, room), ("table", scene.table, table)]
-    parts += [(o.label, o.world_mesh, per_object) for o in scene.objects]
+    for o in scene.objects:  # named parts ("mug handle") carry their own label, as in the scene's masks
+        pieces = part_masks(o.label, o.mesh)
+        rest = ~np.any([m for _, m in pieces], axis=0) if pieces else np.ones(len(o.mesh.triangles), bool)
+        area = o.mesh.face_areas()
+        for label, mask in [(o.label, rest)] + pieces:
+            k = int(round(per_object * area[mask].sum() / area.sum()))
+            parts.append((label, submesh(o.mesh, mask).transformed(o.pose), k))
     pts, nrm, col, labels, side = [], [], [], [], []
     for label, mesh, n in parts:
         if label == "background":  # the ceiling is never in view, as in the scene's own points.ply

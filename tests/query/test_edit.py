@@ -99,7 +99,7 @@ def test_deleting_an_object_removes_it_and_keeps_the_rest(oracle, tmp_path):
     assert e.value.code == 0
     original = QueryEngine.from_checkpoint(oracle.checkpoint)
     edited = QueryEngine.from_checkpoint(tmp_path / "no_mug" / "checkpoint.pt", scene=original.scene)
-    assert len(edited.field) == len(original.field) - oracle.labels.count("mug")
+    assert len(edited.field) == len(original.field) - oracle.count("mug")
     r = evaluate_delete(original, edited, "mug", views="all", out_dir=tmp_path / "no_mug")
     assert r["mask_pixels_original"] > 20
     assert r["mask_pixels_edited"] <= 0.05 * r["mask_pixels_original"]
@@ -107,6 +107,5 @@ def test_deleting_an_object_removes_it_and_keeps_the_rest(oracle, tmp_path):
     assert (tmp_path / "no_mug" / "delete_grid.png").is_file()
     # a control: deleting the table instead changes the rest of the image, and the check notices
     sel = original.select("table", negatives="scene", min_opacity=0.0)
-    no_table = QueryEngine(delete(original.field, sel), scene=original.scene,
-                           teacher_records=[{"name": "labels"}])
+    no_table = QueryEngine(delete(original.field, sel), scene=original.scene)
     assert evaluate_delete(original, no_table, "mug", views="all")["psnr_outside_delta_max_abs"] > 0.5

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from featurefields.data.cameras import Cameras
 from featurefields.errors import ConfigError
 from featurefields.fields.gaussians import FeatureLayout, GaussianField
 from featurefields.fields.ply import read_ply
+from featurefields.fields.splats import GaussianFeatureField
 from featurefields.query import Selection
 from featurefields.query.export import (
-    gaussian_normals,
     heatmap_overlay,
     selection_point_cloud,
     turbo,
@@ -61,15 +60,12 @@ def test_normals_are_the_shortest_axis_and_face_the_cameras():
     normals = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, -1.0, 0.2]]), dim=-1)
     means = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     f = flat_field(-normals, means)  # stored facing away: export must flip them towards the camera
-    est = gaussian_normals(f)
+    est = GaussianFeatureField(f).element_normals()
     assert torch.allclose((est * normals).sum(-1).abs(), torch.ones(3), atol=1e-5)
-    cam_pos = means + 0.2 * normals  # each surface seen from close by, on the side it faces
-    c2w = torch.eye(4).repeat(3, 1, 1)
-    c2w[:, :3, 3] = cam_pos
-    cams = Cameras(c2w, torch.eye(3).repeat(3, 1, 1), 4, 4)
     world = torch.eye(4)
     world[:3, 3] = torch.tensor([10.0, 0.0, 0.0])  # world_from_scene: a translation moves points, not normals
-    pcd = selection_point_cloud(f, Selection.all(3), world, cams)
+    cam_pos = means + 0.2 * normals + world[:3, 3]  # each surface seen from close by, on the side it faces
+    pcd = selection_point_cloud(GaussianFeatureField(f, world_from_scene=world), Selection.all(3), cam_pos)
     pts, nrm = torch.from_numpy(np.asarray(pcd.points)), torch.from_numpy(np.asarray(pcd.normals))
     torch.testing.assert_close(pts.float(), means + world[:3, 3])
     torch.testing.assert_close(nrm.float(), normals, atol=1e-5, rtol=0)

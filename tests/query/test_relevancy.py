@@ -120,4 +120,13 @@ def test_scene_negatives_drop_labels_the_query_names():
     assert scene_negatives(labels, ["red mug"]) == ["background", "table", "coffee table", "bowl"]
     assert scene_negatives(labels, ["coffee table"]) == ["background", "mug", "bowl"]
     assert scene_negatives(labels, ["smug"]) == ["background", "table", "mug", "coffee table", "bowl"]
+    assert scene_negatives(labels, ["table"]) == ["background", "mug", "bowl"]  # a coffee table is a table
+
+
+def test_scene_negatives_know_parts_from_wholes():
+    labels = ["table", "mug", "bottle", "mug handle", "bottle neck"]
+    assert scene_negatives(labels, ["mug"]) == ["table", "bottle", "bottle neck"]  # the handle is part of the mug
+    assert scene_negatives(labels, ["mug handle"]) == ["table", "mug", "bottle", "bottle neck"]  # the rest is not
+    assert scene_negatives(labels, ["handle"]) == ["table", "mug", "bottle", "bottle neck"]
+    assert scene_negatives(labels, ["blue mug"]) == ["table", "bottle", "mug handle", "bottle neck"]
     assert set(CANONICAL_NEGATIVES) == {"object", "things", "stuff", "texture"}

@@ -45,5 +45,5 @@ def test_tiny_run(tmp_path, capsys):
     argv = ["tabletop", "--seed", "5", "--out", str(out), "--views", "2", "--width", "24", "--height", "18"]
     assert _run(argv + ["--points", "300", "--quiet"]) == 0
     tf = read_json(out / "transforms.json")
-    assert tf["generator"] == {"name": "tabletop", "seed": 5, "version": 1}
+    assert tf["generator"] == {"name": "tabletop", "seed": 5, "version": 2}
     assert (tf["w"], tf["h"], len(tf["frames"])) == (24, 18, 2)

@@ -81,7 +81,7 @@ def test_transforms_keys_and_poses(scene_dir):
     assert (tf["cx"], tf["cy"]) == (20.0, 15.0)
     assert tf["depth_unit_scale_factor"] == 0.001
     assert tf["ply_file_path"] == "points.ply"
-    assert tf["generator"] == {"name": "tabletop", "seed": 0, "version": 1}
+    assert tf["generator"] == {"name": "tabletop", "seed": 0, "version": 2}
     labels = tf["semantic_labels"]
     assert labels[:2] == ["background", "table"]
     assert {"mug", "bowl", "box", "ball", "bottle"} <= set(labels) and len(labels) == len(set(labels))
@@ -136,9 +136,14 @@ def test_semantics_agree_with_instances(scene_dir):
     objs = read_json(scene_dir / "objects.json")
     sem_labels, inst_labels = tf["semantic_labels"], tf["instance_labels"]
     assert objs["table"]["instance_id"] == 1 and inst_labels[1] == "table"
+    classes = {"background": [0], "table": [1]}
     for e in objs["objects"]:
         assert inst_labels[e["instance_id"]] == e["label"]
         assert sem_labels[e["semantic_id"]] == e["label"]
+        classes[e["label"]] = [e["semantic_id"]] + [p["semantic_id"] for p in e.get("parts", [])]
+        for p in e.get("parts", []):
+            assert sem_labels[p["semantic_id"]] == p["label"] and (scene_dir / p["mesh"]).is_file()
+    assert {p["label"] for e in objs["objects"] for p in e.get("parts", [])} == {"mug handle", "bottle neck"}
     assert sorted(e["instance_id"] for e in objs["objects"]) == list(range(2, 2 + len(objs["objects"])))
     seen = set()
     for f in tf["frames"]:
@@ -146,8 +151,9 @@ def test_semantics_agree_with_instances(scene_dir):
         inst = read_image(scene_dir / f["instance_path"])
         assert 255 not in inst
         for i in np.unique(inst):
-            vals = np.unique(sem[inst == i])
-            assert vals.tolist() == [sem_labels.index(inst_labels[i])], f"{f['instance_path']}: instance {i}"
+            vals = np.unique(sem[inst == i])  # an object's own class, or one of its named parts'
+            assert sem_labels.index(inst_labels[i]) in vals, f"{f['instance_path']}: instance {i}"
+            assert set(vals.tolist()) <= set(classes[inst_labels[i]]), f"{f['instance_path']}: instance {i}"
             seen.add(int(i))
     assert {0, 1} <= seen and len(seen) >= 6, f"too few instances visible: {sorted(seen)}"
 
