@@ -44,7 +44,6 @@ import threading
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,15 +67,11 @@ window.addEventListener('pointermove', e => { if (e.buttons) window.__ff.moves.p
 
 
 def machine() -> dict:
-    info = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
-        info["simd"] = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl") if f in flags]
-    except (OSError, StopIteration):
-        pass
-    return info
+    """The machine description every benchmark records (featurefields/machine.py: CPU model, SIMD, threads, the
+    native build, the load)."""
+    from featurefields.machine import describe
+
+    return describe()
 
 
 def rss_mb() -> float:

@@ -117,3 +117,17 @@ def located(loc):
     """(view, estimate) of one held-out frame, localised once with the default settings."""
     view = loc.field.views("test")[1]
     return view, loc.field.localize(view.image, view.K)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _undistort_cache_in_tmp(tmp_path_factory):
+    """Undistorted images go to a session folder, not the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("FF_UNDISTORT_CACHE")
+    os.environ["FF_UNDISTORT_CACHE"] = str(tmp_path_factory.mktemp("undistorted"))
+    yield
+    if old is None:
+        os.environ.pop("FF_UNDISTORT_CACHE", None)
+    else:
+        os.environ["FF_UNDISTORT_CACHE"] = old

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import ConfigError, cli_entry
 from ..render.backends import BACKENDS
 from ..teachers import available_teachers
-from ..validate import arg, integer
+from ..validate import arg, integer, number
 from . import ArgParser
 from ..train.config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 
@@ -28,6 +28,12 @@ examples:
         features and text queries on snapshots taken between steps; a pause button; edits once it is done
   ff-train ../shared/data/open3d_livingroom1_clean_micro --max-size 320 --holdout last:30 --out outputs/lr_last30
         hold out the sequence's last 30 frames (a region the training never saw) instead of every 8th
+  ff-process my_photos/ --out scenes/mine && ff-train scenes/mine --optimize-cameras
+        your own capture: pose it with COLMAP, then train while refining the poses
+  ff-train scenes/mine --scale-from-depth my_depth/ --depth-scale 1000
+        a COLMAP scene made metric by depth maps of the same images (millimetre PNGs)
+  ff-train path/to/rgbd_dataset_freiburg1_desk --intrinsics 517.3,516.5,318.6,255.3 --stride 5
+        a TUM RGB-D sequence with its sensor's calibration
 
 teachers: labels (semantic masks -> sentence embeddings, 384-D, offline), sift (dense SIFT, 128-D, offline),
 segments (graph-based segments -> grouping loss, offline), clip (open_clip, MaskCLIP or multi-scale crops),
@@ -35,8 +41,11 @@ sam (Segment Anything image embeddings, 256-D), dino (DINOv2 patch features). We
 up in the standard caches (~/.cache/featurefields/<teacher>, torch hub, Hugging Face) or given with
 --teacher-checkpoint NAME=PATH.
 
-scene formats (detected automatically): nerfstudio transforms.json, NeRF-synthetic Blender
-(transforms_{train,test}.json), RGB-D sequences (colour + uint16 depth folders + trajectory.log).
+scene formats (detected automatically): COLMAP (sparse/0 + images/ or images_N/; make one from photos or a video
+with ff-process), nerfstudio transforms.json, NeRF-synthetic Blender (transforms_{train,test}.json), RGB-D
+sequences: Open3D/Redwood (colour + depth folders + trajectory.log), TUM RGB-D (rgb.txt, depth.txt,
+groundtruth.txt), 7-Scenes (frame-*.pose.txt), ScanNet (color/ depth/ pose/ intrinsic/). Frames are kept as given:
+metric for all but COLMAP, whose frame has no scale unless --scale-from-depth or --known-distance sets one.
 
 outputs under --out: checkpoint.pt (resume / query), field.ply (3DGS-compatible, features as feat_* properties),
 metrics.json (held-out PSNR, SSIM, feature cosine per teacher), previews/*.png (ground truth | render | depth |
@@ -86,8 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another held-out split instead of --eval-every: every:K, last:N or first:N (a contiguous "
                         "block of N frames, e.g. last:30 for views the training never came near)")
     p.add_argument("--stride", type=int, default=d.stride, help="RGB-D sequences: use every k-th frame")
-    p.add_argument("--depth-scale", type=float, default=d.depth_scale,
-                   help="RGB-D sequences: raw depth units per metre (default %(default)s: millimetres)")
+    p.add_argument("--depth-scale", type=float, default=None,
+                   help="raw depth units per metre, for RGB-D sequences and --scale-from-depth (default: the "
+                        "layout's own: 5000 for TUM RGB-D, else 1000 = millimetres)")
+    p.add_argument("--intrinsics", metavar="FX,FY,CX,CY|FILE",
+                   help="RGB-D sequences: camera intrinsics in pixels (OpenCV convention), or a file (Open3D json, "
+                        "camera-intrinsics.txt, ScanNet intrinsic_color.txt); default: the layout's own")
+    p.add_argument("--scale-from-depth", metavar="DIR",
+                   help="COLMAP scenes: make the (scale-free) frame metric from metric depth maps of the same "
+                        "images, named like them (.png in --depth-scale units or .npy); they also feed the "
+                        "depth loss. The factor is recorded in metrics.json and the checkpoint")
+    p.add_argument("--known-distance", nargs=3, metavar=("A", "B", "METRES"),
+                   help="COLMAP scenes: make the frame metric from one known distance; A and B are frame names "
+                        "(their camera centres) or x,y,z points in COLMAP's frame")
+    p.add_argument("--optimize-cameras", action="store_true",
+                   help="refine every training pose with a learned SE(3) correction (from the rasteriser's pose "
+                        "gradients); the corrected poses are saved with the checkpoint and used by every later tool")
+    p.add_argument("--camera-lr", type=arg(number, lo=0, lo_open=True, hi=10), default=d.lr.camera_rotation,
+                   help="--optimize-cameras: step size, radians per step for rotations and times the scene extent "
+                        "for translations; decays 100x over the run (default %(default)s)")
+    p.add_argument("--camera-regularizer", type=float, default=d.camera_regularizer,
+                   help="--optimize-cameras: weight pulling corrections to zero (default %(default)s)")
     p.add_argument("--sh-degree", type=int, default=d.sh_degree, choices=[0, 1, 2, 3])
     p.add_argument("--init", choices=["auto", "depth", "points", "random"], default=d.init,
                    help="initial Gaussians: from depth maps, the scene's point file, or random (default: auto)")
@@ -170,11 +198,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       feature_moves_geometry=args.feature_moves_geometry, depth_weight=args.depth_weight,
                       downscale=args.downscale,
                       max_size=args.max_size, eval_every=args.eval_every, holdout=args.holdout, stride=args.stride,
-                      depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,
+                      depth_scale=args.depth_scale, intrinsics=args.intrinsics,
+                      scale_from_depth=args.scale_from_depth, known_distance=args.known_distance,
+                      optimize_cameras=args.optimize_cameras, camera_regularizer=args.camera_regularizer,
+                      sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),
                       cache_dir=args.cache_dir, device=args.device, backend=args.backend, seed=args.seed,
                       save_every=args.save_every, allow_outside_scene=args.allow_outside_scene,
                       progress=not args.no_progress)
+    cfg.lr.camera_rotation = cfg.lr.camera_translation = args.camera_lr
     cfg.validate()  # every option checked before the scene is loaded
     cfg.density.refine_stop = min(cfg.density.refine_stop, int(0.6 * cfg.iterations))
     return cfg

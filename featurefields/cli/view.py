@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgParser(prog="ff-view", description=__doc__, epilog=EXAMPLES,
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a trained run's checkpoint.pt (or its folder), or a splat .ply")
-    p.add_argument("--port", type=arg(integer, lo=0, hi=65535), default=d.port, help="TCP port (default %(default)s; 0: any free port)")
+    p.add_argument("--port", type=arg(integer, lo=0, hi=65535), default=d.port,
+                   help="TCP port (default %(default)s; 0: any free port)")
     p.add_argument("--host", default=d.host, help="address to listen on (default %(default)s: this machine only; "
                                                   "0.0.0.0 for every interface)")
     p.add_argument("--out", help="folder for edits and exports (default: outputs/view/<run>)")

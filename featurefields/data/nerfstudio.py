@@ -97,8 +97,13 @@ def load_nerfstudio(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
     points = colors = None
     if opts.with_extras and meta.get("ply_file_path"):
         points, colors = read_ply_points(resolve(meta["ply_file_path"], f"{json_path}: ply_file_path"))
-    return loaded.to_scene(root, specs, train_idx, test_idx, notes,
-                           label_names=label_names if opts.with_extras else None, points=points, point_colors=colors)
+    scene = loaded.to_scene(root, specs, train_idx, test_idx, notes,
+                            label_names=label_names if opts.with_extras else None, points=points, point_colors=colors)
+    if meta.get("metric_scale", True) is False:  # ff-process writes COLMAP's scale-free frame here too
+        scene.frame_info = {"metric": False}
+        scene.notes.append(f"{where}: metric_scale is false: the frame has no metric scale (--known-distance "
+                           "makes it metric)")
+    return scene
 
 
 def _opt_path(resolve, fr: dict, key: str, where: str) -> Path | None:

@@ -17,6 +17,8 @@ class SceneData:
 
     ``world_from_scene`` maps the coordinates used here to the source's metric world frame. Loaders keep it the
     identity (no recentring, no rescaling); an option that normalises must fill it so exports can invert it.
+    ``frame_info["metric"]`` is False for frames without a scale (COLMAP's); asking for a metric scale
+    (:mod:`.scale`) rescales such a frame and records the factor, and the rescaled frame is then the world.
     """
 
     name: str
@@ -34,6 +36,8 @@ class SceneData:
     points: Tensor | None = None  # [P, 3] float32 initial points (e.g. from depth or a point file)
     point_colors: Tensor | None = None  # [P, 3] float32 in [0, 1]
     world_from_scene: Tensor = field(default_factory=lambda: torch.eye(4))  # [4, 4]
+    # What the frame is: {"source": format, "metric": bool, and for a rescaled COLMAP frame "scale", "scale_from"}
+    frame_info: dict = field(default_factory=lambda: {"metric": True})
     notes: list[str] = field(default_factory=list)  # things the loader wants the user to know, said once
 
     @property

@@ -109,7 +109,7 @@ class FeatureField(ABC):
     def __init__(self, *, teachers: dict[str, "Teacher"] | None = None, teacher_records: Sequence[dict] = (),
                  train_config: dict | None = None, scene: "SceneData | None" = None,
                  scene_root: str | Path | None = None, background: Sequence[float] | None = None,
-                 source: str = "<field>"):
+                 source: str = "<field>", cameras: dict | None = None, frame_info: dict | None = None):
         self._teachers: dict[str, Teacher] = dict(teachers or {})
         self._records = {r["name"]: r for r in teacher_records}
         self.train_config = dict(train_config or {})
@@ -119,6 +119,8 @@ class FeatureField(ABC):
         bg = background if background is not None else self.train_config.get("background", (1.0, 1.0, 1.0))
         self.background = torch.tensor(list(bg), dtype=torch.float32)
         self.source = source
+        self._cameras = cameras  # the poses as trained, by frame name (refined under --optimize-cameras)
+        self._frame_info = frame_info  # the frame as trained (e.g. a COLMAP frame made metric)
         self._surface_cache: dict[tuple, SurfacePoints] = {}
         self._localize_indexes: dict[str, Any] = {}  # localisation maps by settings (featurefields.localize)
         self._engine = None
@@ -158,14 +160,19 @@ class FeatureField(ABC):
                 raise DataError(f"the scene this field was trained on is gone: {self.scene_root} (pass --scene to "
                                 "point at it)")
             from ..data import load_scene
+            from ..train.cameras import apply_trained_cameras
 
             c = self.train_config
-            self._scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0),
-                                     max_size=c.get("max_size"), eval_every=c.get("eval_every", 8),
-                                     background=tuple(c.get("background", (1.0, 1.0, 1.0))),
-                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0),
-                                     allow_outside_root=bool(c.get("allow_outside_scene", False)),
-                                     holdout=c.get("holdout"))
+            cache = Path(self.source).parent / "cache" / "undistorted"
+            # Not rescaled here: the checkpoint's poses (applied below) are already in the frame it was trained in.
+            scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0), max_size=c.get("max_size"),
+                               eval_every=c.get("eval_every", 8),
+                               background=tuple(c.get("background", (1.0, 1.0, 1.0))), stride=c.get("stride", 1),
+                               depth_scale=c.get("depth_scale"), intrinsics=c.get("intrinsics"),
+                               undistort_cache=cache if cache.is_dir() else True,
+                               allow_outside_root=bool(c.get("allow_outside_scene", False)),
+                               holdout=c.get("holdout"))
+            self._scene = apply_trained_cameras(scene, self._cameras, self._frame_info)
         return self._scene
 
     def attach_scene(self, scene: "SceneData | None" = None, root: str | Path | None = None) -> None:

@@ -58,7 +58,7 @@ class GaussianFeatureField(FeatureField):
         kwargs.setdefault("scene_root", info.get("root"))
         field = cls(gaussians, teacher_records=state.get("teachers") or [], train_config=state.get("config") or {},
                     world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
-                    source=str(path), **kwargs)
+                    source=str(path), cameras=state.get("cameras"), frame_info=info.get("frame_info"), **kwargs)
         field.scene_given = given
         return field
 

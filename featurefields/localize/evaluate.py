@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -188,17 +187,10 @@ def baseline(field: "FeatureField", views: list["View"], cfg: LocalizeEvalConfig
 
 
 def machine_info() -> dict:
-    """What the timings depend on: CPU model and SIMD extensions, threads, the OpenMP wait policy and the load."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "neon") if f in flags]
-    return {"cpu": model, "simd": simd, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "torch": torch.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2)}
+    """What the timings depend on (featurefields/machine.py: CPU model and SIMD, threads, the native build, the
+    OpenMP wait policy, the load), with the short keys this report always had."""
+    from ..machine import describe
+
+    d = describe()
+    return {**d, "cpu_model": d["cpu"]["cpu_model"], "simd": d["cpu"]["simd_flags"], "cpu_count": os.cpu_count(),
+            "load_average_1min": d["load"].get("loadavg_1m")}

@@ -20,6 +20,8 @@ class LearningRates:
     features: float = 5e-3
     features_view: float = 5e-3
     decoder: float = 2e-3
+    camera_rotation: float = 5e-3  # radians per step (Adam), --optimize-cameras; decays 100x over the run
+    camera_translation: float = 5e-3  # times the scene extent, per step; decays likewise
 
 
 DEFAULT_DEPTH_WEIGHT = 2.0  # measured on the demo: places concave, uniformly coloured surfaces to within ~1 cm
@@ -35,7 +37,11 @@ class TrainConfig:
     eval_every: int = 8  # every k-th frame is held out (transforms.json / RGB-D); Blender uses its test split
     holdout: str | None = None  # another split instead: every:K, last:N, first:N (featurefields.data.load)
     stride: int = 1  # RGB-D sequences: use every k-th frame
-    depth_scale: float = 1000.0  # RGB-D sequences: raw depth units per metre
+    depth_scale: float | None = None  # RGB-D sequences / --scale-from-depth: raw depth units per metre (None: the
+    # layout's own, 1000 = millimetres for most, 5000 for TUM)
+    intrinsics: str | None = None  # RGB-D sequences: "fx,fy,cx,cy" or an intrinsics file
+    scale_from_depth: str | None = None  # COLMAP: folder of metric depth maps that sets the frame's scale
+    known_distance: list[str] | None = None  # COLMAP: [A, B, metres], A/B frame names or x,y,z
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     allow_outside_scene: bool = False  # follow file paths that leave the scene folder ('../', absolute paths)
     # teachers
@@ -62,6 +68,8 @@ class TrainConfig:
     feature_loss: str = "cosine"  # cosine | l1
     feature_samples: int = 4096  # random teacher pixels per step for the feature loss (0: all)
     feature_moves_geometry: bool = False
+    optimize_cameras: bool = False  # learn a per-frame SE(3) correction of every training pose
+    camera_regularizer: float = 1e-3  # weight of |rotation (rad)|^2 + |translation / extent|^2 per frame
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)
     # bookkeeping
@@ -89,7 +97,15 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 setattr(self, name, integer(getattr(self, name), _flag(name), lo=lo, hi=hi))
         self.downscale = number(self.downscale, "--downscale", lo=1, hi=1000)
-        self.depth_scale = number(self.depth_scale, "--depth-scale", lo=0, lo_open=True)
+        if self.depth_scale is not None:  # None: the layout's own (featurefields.data)
+            self.depth_scale = number(self.depth_scale, "--depth-scale", lo=0, lo_open=True)
+        self.camera_regularizer = number(self.camera_regularizer, "--camera-regularizer", lo=0)
+        if self.known_distance is not None:
+            if not (isinstance(self.known_distance, (list, tuple)) and len(self.known_distance) == 3):
+                raise ConfigError(f"--known-distance: expected A B METRES, got {self.known_distance!r}")
+            number(self.known_distance[2], "--known-distance METRES", lo=0, lo_open=True)
+        if self.scale_from_depth is not None and self.known_distance is not None:
+            raise ConfigError("--scale-from-depth and --known-distance both set the scale: choose one")
         self.init_opacity = number(self.init_opacity, "init_opacity", lo=0, hi=1, lo_open=True, hi_open=True)
         self.lambda_dssim = number(self.lambda_dssim, "lambda_dssim", lo=0, hi=1)
         if self.depth_weight is not None:

@@ -34,6 +34,7 @@ from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, 
 from ..teachers.segments import segment_ids
 from ..threads import ThreadGovernor
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
+from .cameras import CameraCorrections, decayed_lr
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 from .grouping import grouping_gap, grouping_loss, sample_pixels
@@ -94,8 +95,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.scene = scene if scene is not None else load_scene(
             cfg.scene, downscale=cfg.downscale, max_size=cfg.max_size, eval_every=cfg.eval_every,
-            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale,
-            allow_outside_root=cfg.allow_outside_scene, holdout=cfg.holdout)
+            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale, intrinsics=cfg.intrinsics,
+            scale_from_depth=cfg.scale_from_depth, known_distance=cfg.known_distance,
+            allow_outside_root=cfg.allow_outside_scene, holdout=cfg.holdout, undistort_cache=self._undistort_cache())
         self.output.refuse_inputs(self.scene.root)
         if self.cache_output is not None:
             self.cache_output.refuse_inputs(self.scene.root)
@@ -121,6 +123,7 @@ class Trainer:
             self.field = self._init_field(teachers).to(self.device)
         self.optimizer = self._make_optimizer()
         self.density = DensityController(cfg.density, self.extent)
+        self.cameras, self.camera_optimizer = self._camera_corrections(resume_state)
         if resume_state is not None:
             fused = [g.get("fused") for g in self.optimizer.param_groups]
             try:
@@ -141,6 +144,14 @@ class Trainer:
         self.targets = self._teacher_targets(teachers)
 
     # ---- set-up ----------------------------------------------------------------------------------------------
+    def _undistort_cache(self) -> Path | bool:
+        """Where undistorted images are cached: --cache-dir, else OUT/cache when OUT exists already (a new run
+        writes nothing into OUT before every check has passed, so it uses the user cache: see
+        featurefields.data.undistort.default_undistort_cache, keyed by content like the teacher cache)."""
+        if self.cfg.cache_dir:
+            return Path(self.cfg.cache_dir) / "undistorted"
+        return self.out / "cache" / "undistorted" if self.out.is_dir() else True
+
     def _resume_state(self) -> dict | None:
         ckpt = self.out / CHECKPOINT
         if self.resume:
@@ -264,6 +275,34 @@ class Trainer:
         except (RuntimeError, TypeError):
             return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
+    def _camera_corrections(self, resume_state: dict | None):
+        """(corrections, their optimiser), or (None, None) without --optimize-cameras."""
+        saved = (resume_state or {}).get("cameras", {})
+        if not self.cfg.optimize_cameras:
+            if saved.get("optimized"):
+                raise ConfigError(f"{self.out / CHECKPOINT} was trained with --optimize-cameras; pass it again to "
+                                  "resume (its corrections would otherwise be dropped)")
+            return None, None
+        if saved.get("corrections"):
+            cams = CameraCorrections.from_state(saved["corrections"])
+            if cams.n_frames != len(self.scene) or cams.frames != list(self.scene.train_idx):
+                raise ConfigError(f"{self.out / CHECKPOINT}: its camera corrections are for another set of frames")
+        else:
+            cams = CameraCorrections(len(self.scene), self.scene.train_idx)
+        cams = cams.to(self.device)
+        lr = self.cfg.lr
+        opt = torch.optim.Adam(cams.param_groups(lr.camera_rotation, lr.camera_translation * self.extent), lr=0.0,
+                               eps=1e-15)
+        if saved.get("optimizer"):
+            opt.load_state_dict(saved["optimizer"])
+        print(f"cameras: refining {len(cams.frames)} training poses (--optimize-cameras)")
+        return cams, opt
+
+    def camera_to_world(self, i: int) -> Tensor:
+        """Frame i's pose as trained: the given one, corrected for training frames under --optimize-cameras."""
+        c2w = self.scene.cameras.c2w[i].to(self.device)
+        return self.cameras.pose(i, c2w) if self.cameras is not None else c2w
+
     def _means_lr(self, step: int) -> float:
         lr, t = self.cfg.lr, min(step / max(self.cfg.iterations, 1), 1.0)
         return self.extent * math.exp((1 - t) * math.log(lr.means) + t * math.log(lr.means_final))
@@ -271,7 +310,7 @@ class Trainer:
     # ---- training --------------------------------------------------------------------------------------------
     def render(self, i: int, *, sh_degree: int | None = None, with_features: bool = True) -> FieldRender:
         cams = self.scene.cameras
-        return render_field(self.field, cams.c2w[i].to(self.device), cams.K[i].to(self.device), cams.width,
+        return render_field(self.field, self.camera_to_world(i), cams.K[i].to(self.device), cams.width,
                             cams.height, background=self.background, sh_degree=sh_degree,
                             with_features=with_features and bool(self.targets),
                             features_move_geometry=self.cfg.feature_moves_geometry, backend=self.backend)
@@ -336,6 +375,8 @@ class Trainer:
             f_loss = self.feature_term(out, t, i, self.sample_gen)
             loss = loss + cfg.teacher_weights.get(t.teacher.name, 1.0) * f_loss
             stats[f"f_{t.teacher.name}"] = float(f_loss.detach())
+        if self.cameras is not None:
+            loss = loss + cfg.camera_regularizer * self.cameras.regularizer(i, self.extent)
         loss.backward()
         self.density.observe(out.means2d, out.radii, s.width, s.height)
         for g in self.optimizer.param_groups:
@@ -343,6 +384,11 @@ class Trainer:
                 g["lr"] = self._means_lr(step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.camera_optimizer is not None:
+            for g in self.camera_optimizer.param_groups:
+                g["lr"] = decayed_lr(g["base_lr"], step, cfg.iterations)
+            self.camera_optimizer.step()
+            self.camera_optimizer.zero_grad(set_to_none=True)
         self.density.step(step + 1, self.field, self.optimizer)
         stats["loss"] = float(loss.detach())
         return stats
@@ -394,10 +440,23 @@ class Trainer:
                          for t in self.targets],
             "scene": {"name": self.scene.name, "root": str(Path(self.scene.root).resolve()),
                       "world_from_scene": self.scene.world_from_scene.tolist(), "frames": len(self.scene),
-                      "fingerprint": scene_fingerprint(self.scene)},
+                      "fingerprint": scene_fingerprint(self.scene), "frame_info": self.scene.frame_info},
+            "cameras": self.camera_record(),
             "history": self.history,
             "train_seconds": self.train_seconds,
         })
+
+    @torch.no_grad()
+    def camera_record(self) -> dict:
+        """The poses every later tool should use (as trained), by frame name; with the corrections to resume."""
+        c2w = self.scene.cameras.c2w
+        rec = {"frame_names": list(self.scene.frame_names), "optimized": self.cameras is not None}
+        if self.cameras is not None:
+            c2w = self.cameras.corrected(c2w.to(self.device)).cpu()
+            rec["corrections"] = self.cameras.state()
+            rec["optimizer"] = self.camera_optimizer.state_dict()
+        rec["c2w"] = c2w.tolist()
+        return rec
 
     def finish(self) -> dict:
         write_ply(self.out / "field.ply", self.field, self.scene.world_from_scene)
@@ -432,8 +491,10 @@ class Trainer:
             "scene": str(s.root), "step": self.step, "num_gaussians": len(self.field),
             "train_seconds": round(self.train_seconds, 1), "device": str(self.device), "backend": self.backend,
             "resolution": [s.width, s.height], "num_train_views": len(s.train_idx),
-            "num_test_views": len(s.test_idx),
+            "num_test_views": len(s.test_idx), "world_frame": s.frame_info,
         }
+        if self.cameras is not None:
+            metrics["camera_corrections"] = self.cameras.stats()
         keys = [k for k in (per_view[0] if per_view else {}) if k != "frame"]
         for k in keys:
             vals = [r[k] for r in per_view if not math.isnan(r[k])]

@@ -282,7 +282,9 @@ def test_paths_and_formats(tmp_path):
     with pytest.raises(DataError, match="junk.*unknown scene format"):
         load_scene(tmp_path / "junk")
     root, *_ = make_nerfstudio(tmp_path / "s", n=2)
-    with pytest.raises(DataError, match="unknown scene format 'colmap'"):
+    with pytest.raises(DataError, match="unknown scene format 'mesh'"):
+        load_scene(root, format="mesh")
+    with pytest.raises(DataError, match="no sparse/ folder"):
         load_scene(root, format="colmap")
     with pytest.raises(DataError, match="transforms_train.json"):
         load_scene(root, format="blender")
