@@ -2,7 +2,8 @@
 # Each installs what it needs first (scripts/install.sh: Debian libraries for open3d, .venv, torch, the package).
 VENV := .venv
 STAMP := $(VENV)/.featurefields-installed
-PYTEST_ARGS ?= -n 2
+# loadgroup: the browser tests (marked xdist_group) share one worker, one browser and one viewer
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test install scene
 

@@ -56,7 +56,8 @@ def native_extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     arch = os.environ.get("FF_CPU_ARCH", "native")
-    cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno"] + ([f"-march={arch}"] if arch else [])
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", f"-DFF_CPU_ARCH_NAME={arch or 'default'}"]
+    cxx += [f"-march={arch}"] if arch else []
     sources = [str(p.relative_to(ROOT)) for p in [EXT / "binding.cpp", *sorted((EXT / "cpu").glob("*.cpp"))]]
     kwargs = dict(include_dirs=[str(EXT / "include"), str(EXT)], extra_link_args=["-fopenmp"])
     if use_cuda:

@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,20 +27,11 @@ from featurefields.robot import PANDA  # noqa: E402
 
 
 def machine() -> dict:
-    """CPU model, SIMD flags and threads: numbers from different machines differ several times."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                break
-    except OSError:
-        pass
-    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl") if f in flags]
-    return {"cpu_model": model, "simd": simd, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    """The machine description every benchmark records (featurefields/machine.py: CPU model, SIMD, threads, the
+    native build, the load)."""
+    from featurefields.machine import describe
+
+    return describe()
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
     python benchmarks/rasterize.py --out benchmarks/results/rasterize_cpu.json            # the full grid
     python benchmarks/rasterize.py --out /tmp/quick.json --quick                          # D=32, N=100k, 256 px
     python benchmarks/rasterize.py --out F.json --append --backend torch --counts 10000   # a slice of the grid
+    python benchmarks/rasterize.py --out F.json --quick --threads 1 --threads 2 \
+        --variant avx2=build/variants/haswell                                             # other builds, 1 and 2 threads
 
 Grid: every available backend (native, torch, and gsplat on a GPU) x D in {3, 32, 128, 512} x N in {10k, 100k, 1M}
 x 256x256 / 512x512, on the CPU and, when there is one, the GPU. Each row is measured in a fresh process: one warm-up,
@@ -11,6 +13,20 @@ worker's peak RSS minus its RSS before rendering, measured in a process of its o
 and nothing else, so allocator caches warmed by the timing runs do not count; GPU: torch.cuda.max_memory_allocated
 minus the scene's allocation). Rows: backend, device, D, N, width, height, fwd_ms, fwd_bwd_ms, peak_mem_mb, threads, and the scene's
 mean alpha (how much of the image the Gaussians cover).
+
+Every row records the machine (``benchmarks/machine.py``: CPU model, SIMD flags, clock, load average before and after)
+and, for the native backend, the SIMD set and -march its extension was built for. Native CPU rows also time the two
+blending kernels alone (``fwd_kernel_ms``, ``bwd_kernel_ms``: no projection, binning or autograd) and count the
+(Gaussian, pixel) pairs they evaluate: ``live`` (pixel inside the Gaussian's rectangle and not yet stopped: alpha is
+evaluated) and ``taken`` (alpha >= 1/255: the D-wide work). FLOPs counted (add, sub, mul 1; FMA 2; compares, min and
+bit operations 0): forward 28 per live pair (alpha with its exp2: 24; transmittance and alpha sum: 4) + 2 D per taken
+pair; reverse 25 per live pair (alpha, weight) + 2 D (colour gradient) + 2 k (dot product over the k geometry
+channels) + 33 (reverse rule, splat gradients) per taken pair. ``*_peak_fraction`` is the kernel's FLOP rate over the
+machine's nominal peak for the cores in use (the thread count): cores x float lanes of the CPU's widest SIMD x 2 FMA
+units x 2 FLOPs x clock (``peak_gflops``);
+``fma_peak_gflops`` is what independent FMA chains reach on the build's own vectors (the practical ceiling).
+``--variant NAME=DIR`` runs the native rows with the extension found in DIR/featurefields/ (see
+benchmarks/cpu_acceptance.sh, which builds AVX2-only and SSE variants there).
 
 The scene is synthetic and stands in for a trained one: N Gaussians spread through the view frustum at depths 2-6,
 opacities uniform in 0.05-0.95, screen radii log-uniform in 2-15 px at N = 100k and scaled by sqrt(100k / N) for other
@@ -33,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS, COUNTS, SIZES = (3, 32, 128, 512), (10_000, 100_000, 1_000_000), (256, 512)
+FWD_FLOPS_LIVE, BWD_FLOPS_LIVE, BWD_FLOPS_TAKEN = 28, 25, 33  # see the docstring
 
 
 def make_scene(n: int, size: int, channels: int, seed: int = 0):
@@ -58,11 +75,25 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int) -> dict:
+def use_variant(variant_dir: str) -> None:
+    """Make ``featurefields._native`` load from variant_dir/featurefields/ (another build of the extension)."""
+    import featurefields
+
+    featurefields.__path__.insert(0, str(Path(variant_dir).resolve() / "featurefields"))
+
+
+def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int, threads: int = 0,
+           variant: str = "") -> dict:
     """repeats = 0: memory only (one forward + backward, no warm-up); else timings (warm-up, then medians)."""
     import torch
 
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    if variant:
+        use_variant(variant)
+    if threads:
+        torch.set_num_threads(threads)
+    import machine
     from featurefields.render import render
 
     dev = torch.device(device)
@@ -101,15 +132,66 @@ def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int) -
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
         return {"peak_mem_mb": round(peak / 2**20, 1)}
+    before = machine.load()
     once(True)  # warm-up (and allocator pools)
     fwd = [once(False)[0] for _ in range(repeats)]
     fb, alpha = [], 0.0
     for _ in range(repeats):
         t, alpha = once(True)
         fb.append(t)
-    return {"backend": backend, "device": _device_name(dev), "D": D, "N": N, "width": size, "height": size,
-            "fwd_ms": round(1e3 * statistics.median(fwd), 2), "fwd_bwd_ms": round(1e3 * statistics.median(fb), 2),
-            "threads": torch.get_num_threads(), "repeats": repeats, "mean_alpha": round(alpha, 4)}
+    row = {"backend": backend, "device": _device_name(dev), "D": D, "N": N, "width": size, "height": size,
+           "fwd_ms": round(1e3 * statistics.median(fwd), 2), "fwd_bwd_ms": round(1e3 * statistics.median(fb), 2),
+           "threads": torch.get_num_threads(), "repeats": repeats, "mean_alpha": round(alpha, 4)}
+    if backend == "native" and dev.type == "cpu":
+        row.update(kernel_rates(scene, bg, w_img, w_alpha, size, repeats))
+    desc = machine.describe()
+    row["machine"] = {"cpu": desc["cpu"], "load_before": before, "load_after": machine.load(),
+                      "nominal_peak_gflops": desc.get("nominal_peak_gflops")}
+    if backend == "native":
+        row["build"] = desc["native"]
+    return row
+
+
+def kernel_rates(scene, bg, w_img, w_alpha, size: int, repeats: int) -> dict:
+    """The blending kernels alone: times, evaluated pairs, ns per pair, FLOP rates (see the module docstring)."""
+    import torch
+
+    import machine
+    from featurefields.render import native
+
+    lib = native._lib()
+    means, quats, scales, opac, colors, viewmat, K = [t.detach() for t in scene]
+    D, threads = colors.shape[1], torch.get_num_threads()
+    bg = bg.detach()
+    m2, co, de, ra = lib.project_fwd(means, quats, scales, viewmat, K, size, size, 0.3, 0.01, 1e10)
+    rects, off, ids = lib.bin_tiles(m2, ra, co, opac, de, size, size, 16)
+    args = (m2, co, opac, colors, bg, rects, off, ids, size, size, 16)
+    img, alpha, last = lib.rasterize_fwd(*args)
+
+    def timed(f) -> float:
+        f()
+        ts = []
+        for _ in range(max(repeats, 3)):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    t_fwd = timed(lambda: lib.rasterize_fwd(*args))
+    t_bwd = timed(lambda: lib.rasterize_bwd(*args, img, alpha, last, w_img, w_alpha, D, True, True))
+    live, taken, entries = lib.rasterize_pairs(*args, last)
+    fwd_flops = FWD_FLOPS_LIVE * live + 2 * D * taken
+    bwd_flops = BWD_FLOPS_LIVE * live + (2 * D + 2 * D + BWD_FLOPS_TAKEN) * taken  # (geometry channels k = D here)
+    peak = machine.peak_flops(min(threads, machine.cpu()["cores"]))
+    return {"fwd_kernel_ms": round(1e3 * t_fwd, 2), "bwd_kernel_ms": round(1e3 * t_bwd, 2),
+            "pairs_live": live, "pairs_taken": taken, "list_entries_walked": entries,
+            "fwd_ns_per_live_pair": round(1e9 * t_fwd / max(live, 1), 3),
+            "bwd_ns_per_live_pair": round(1e9 * t_bwd / max(live, 1), 3),
+            "fwd_gflops": round(fwd_flops / t_fwd / 1e9, 2), "bwd_gflops": round(bwd_flops / t_bwd / 1e9, 2),
+            "fwd_peak_fraction": round(fwd_flops / t_fwd / peak, 4),
+            "bwd_peak_fraction": round(bwd_flops / t_bwd / peak, 4),
+            "peak_gflops": round(peak / 1e9, 1),  # (of the cores in use: the thread count)
+            "fma_peak_gflops": round(lib.fma_peak_flops(threads, 0.3) / 1e9, 1)}
 
 
 def _device_name(dev) -> str:
@@ -120,11 +202,12 @@ def _device_name(dev) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def run_one(backend, device, D, N, size, repeats, timeout) -> dict | None:
+def run_one(backend, device, D, N, size, repeats, timeout, threads=0, variant=("", "")) -> dict | None:
     """Timings in one fresh process, peak memory in another."""
     out = {}
     for rep in (repeats, 0):
-        cmd = [sys.executable, __file__, "--worker", backend, device, str(D), str(N), str(size), str(rep)]
+        cmd = [sys.executable, __file__, "--worker", backend, device, str(D), str(N), str(size), str(rep),
+               str(threads), variant[1]]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -135,6 +218,8 @@ def run_one(backend, device, D, N, size, repeats, timeout) -> dict | None:
             print(f"  {backend}/{device} D={D} N={N} {size}px failed: {proc.stderr.strip().splitlines()[-1:]}")
             return None
         out.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    if variant[0]:
+        out["variant"] = variant[0]
     return out
 
 
@@ -150,11 +235,16 @@ def main(argv=None) -> int:
     ap.add_argument("--append", action="store_true", help="add to the rows already in --out instead of replacing")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (the median is kept)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per row before it is skipped")
-    ap.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, action="append",
+                    help="thread counts to run the native rows with (repeatable; default: PyTorch's; the other "
+                         "backends run with the first)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
+                    help="also run the native rows with the extension built into DIR/featurefields/ (repeatable)")
+    ap.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        b, dev, D, N, size, rep = args.worker
-        print(json.dumps(worker(b, dev, int(D), int(N), int(size), int(rep))))
+        b, dev, D, N, size, rep, threads, variant = args.worker
+        print(json.dumps(worker(b, dev, int(D), int(N), int(size), int(rep), int(threads), variant)))
         return 0
     if not args.out:
         ap.error("--out is required")
@@ -169,14 +259,19 @@ def main(argv=None) -> int:
     grid = [(32, 100_000, 256)] if args.quick else [(D, N, s) for s in args.sizes for N in args.counts
                                                      for D in args.dims]
     rows = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else []
+    threads = args.threads or [0]
+    variants = [("", "")] + [tuple(v.split("=", 1)) for v in args.variant]
     for device in devices:
         backends = [b for b in available_backends(device) if not args.backend or b in args.backend]
         for D, N, size in grid:
             for backend in backends:
-                row = run_one(backend, device, D, N, size, args.repeats, args.timeout)
-                if row:
-                    rows.append(row)
-                    print(json.dumps(row))
+                runs = [(t, v) for v in variants for t in threads] if backend == "native" and device == "cpu" \
+                    else [(threads[0], variants[0])]
+                for t, v in runs:
+                    row = run_one(backend, device, D, N, size, args.repeats, args.timeout, t, v)
+                    if row:
+                        rows.append(row)
+                        print(json.dumps({k: x for k, x in row.items() if k not in ("machine", "build")}))
             write_json(args.out, rows)  # as it goes: a long run keeps what it measured
     print(f"wrote {len(rows)} rows to {args.out}")
     return 0

@@ -3,13 +3,13 @@
     python benchmarks/train.py --out benchmarks/results/train_cpu.json [--only demo|chair|...] [--backend B ...]
 
 Each run calls the same code path as the CLI and records the settings, the wall time (teacher extraction included)
-and the metrics that ff-train wrote. Results are a JSON list of rows, one per run.
+and the metrics that ff-train wrote, and the machine (benchmarks/machine.py: CPU model, SIMD flags, the native
+extension's build, load average before and after). Results are a JSON list of rows, one per run.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -19,6 +19,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import machine  # noqa: E402
 
 from featurefields.cli.train import build_parser, config_from_args  # noqa: E402
 from featurefields.io import write_json  # noqa: E402
@@ -40,16 +43,19 @@ def run(name: str, scene: Path, extra: list[str], quick: bool, workdir: Path, ba
     if quick:
         args += ["--iterations", "200"]
     cfg = config_from_args(build_parser().parse_args(args))
+    before = machine.load()
     t0 = time.perf_counter()
     metrics = train(cfg)
     wall = time.perf_counter() - t0
+    desc = machine.describe()
     return {
         "run": name, "scene": _short(scene), "backend": metrics["backend"],
         "args": extra + (["--iterations", "200"] if quick else []), "iterations": cfg.iterations,
         "wall_seconds": round(wall, 1), "train_seconds": metrics["train_seconds"],
         "device": metrics["device"], "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": desc["cpu"]["cpu_model"],
         **{k: v for k, v in metrics.items() if k not in ("per_view", "scene", "device", "train_seconds")},
+        "machine": {"cpu": desc["cpu"], "native": desc["native"], "load_before": before, "load_after": desc["load"]},
     }
 
 

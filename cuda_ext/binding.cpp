@@ -307,7 +307,8 @@ std::vector<Tensor> rasterize_fwd(const Tensor& means2d, const Tensor& conics, c
     Inputs& in = r.in;
     FF_DEVICE_GUARD(in);
     // The CUDA kernels work channel-major [D, H, W] (coalesced pixel threads); both return an [H, W, D] tensor.
-    Tensor image = in.cuda() ? at::zeros({r.D, height, width}, in.opts()) : at::zeros({height, width, r.D}, in.opts());
+    Tensor image = in.cuda() ? at::zeros({r.D, height, width}, in.opts())
+                             : at::empty({height, width, r.D}, in.opts());  // (the CPU kernel writes every pixel)
     Tensor alpha = at::empty({height, width, 1}, in.opts());
     Tensor last = at::empty({height, width}, in.int_opts());
     FF_FLOATING(in, [&] {
@@ -361,6 +362,47 @@ std::vector<Tensor> rasterize_bwd(const Tensor& means2d, const Tensor& conics, c
     return {v_means2d, v_conics, v_opacities, v_colors};
 }
 
+// Pair counts of a render (benchmarks: ns per pair, FLOP rate), CPU tensors only.
+std::vector<int64_t> rasterize_pairs(const Tensor& means2d, const Tensor& conics, const Tensor& opacities,
+                                     const Tensor& colors, const Tensor& background, const Tensor& rects,
+                                     const Tensor& tile_offsets, const Tensor& flat_ids, int64_t width, int64_t height,
+                                     int64_t tile_size, const Tensor& last_) {
+    RasterInputs r(means2d, conics, opacities, colors, background, rects, tile_offsets, flat_ids, width, height,
+                   tile_size);
+    check(!r.in.cuda(), "rasterize_pairs counts on the CPU");
+    Tensor last = r.in.ints(last_, "last", {height, width});
+    ff::PairCounts c{0, 0, 0};
+    FF_FLOATING(r.in, [&] { c = ff::rasterize_pairs_cpu(r.args<scalar_t>(width, height, tile_size),
+                                                         ptr<int32_t>(last), threads()); });
+    return {c.live, c.taken, c.entries};
+}
+
+bool has_cuda();
+
+#define FF_STR2(x) #x
+#define FF_STR(x) FF_STR2(x)
+
+// What the CPU kernels were compiled for: the benchmarks record it next to every number.
+py::dict build_info() {
+    py::dict d;
+    d["simd"] = ff::simd::kName;
+    d["vector_bytes"] = ff::simd::kBytes;
+    d["float_lanes"] = ff::simd::lanes<float>;
+#ifdef FF_CPU_ARCH_NAME
+    d["march"] = FF_STR(FF_CPU_ARCH_NAME);
+#else
+    d["march"] = "";
+#endif
+    d["compiler"] = __VERSION__;
+#ifdef _OPENMP
+    d["openmp"] = _OPENMP;
+#else
+    d["openmp"] = 0;
+#endif
+    d["cuda"] = has_cuda();
+    return d;
+}
+
 bool has_cuda() {
 #ifdef FF_WITH_CUDA
     return true;
@@ -374,12 +416,19 @@ bool has_cuda() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "featurefields native rasteriser: projection, SH, tile binning and blending of any channel count "
               "(CPU and CUDA kernels from one set of headers)";
-    m.def("project_fwd", &project_fwd);
-    m.def("project_bwd", &project_bwd);
-    m.def("sh_fwd", &sh_fwd);
-    m.def("sh_bwd", &sh_bwd);
-    m.def("bin_tiles", &bin_tiles);
-    m.def("rasterize_fwd", &rasterize_fwd);
-    m.def("rasterize_bwd", &rasterize_bwd);
+    // The kernels touch no Python objects, so they let go of the GIL: a render on one thread (a viewer's) then
+    // runs beside Python work on others (the viewer's web server, a training step), as torch's own ops do.
+    const auto nogil = py::call_guard<py::gil_scoped_release>();
+    m.def("project_fwd", &project_fwd, nogil);
+    m.def("project_bwd", &project_bwd, nogil);
+    m.def("sh_fwd", &sh_fwd, nogil);
+    m.def("sh_bwd", &sh_bwd, nogil);
+    m.def("bin_tiles", &bin_tiles, nogil);
+    m.def("rasterize_fwd", &rasterize_fwd, nogil);
+    m.def("rasterize_bwd", &rasterize_bwd, nogil);
     m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
+    m.def("rasterize_pairs", &rasterize_pairs, "(live, taken, list entries walked) (Gaussian, pixel) pairs of a render");
+    m.def("fma_peak_flops", &ff::fma_peak_flops, "FLOP/s of independent FMA chains on this build's vectors",
+          py::arg("threads"), py::arg("seconds") = 0.3);
+    m.def("build_info", &build_info, "SIMD set, -march, compiler and OpenMP version of the CPU kernels");
 }

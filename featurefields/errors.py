@@ -2,15 +2,18 @@
 
 Library code raises :class:`FFError` (or a subclass) for anything a user can fix: a missing file, malformed JSON,
 a NaN pose. The CLI entry points wrap ``main`` with :func:`cli_entry`, which prints ``error: <message>`` to stderr and
-exits with :data:`EXIT_USAGE`. Programming errors keep their tracebacks.
+exits with :data:`EXIT_USAGE`; so does a write the system refuses half-way (disk full, quota, permissions taken
+away during the run), since the user can fix that too. Programming errors keep their tracebacks and exit code 1.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable
 
 EXIT_USAGE = 2
+_SYSTEM_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class FFError(Exception):
@@ -38,6 +41,11 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             code = main(*args, **kwargs)
         except FFError as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+        except OSError as e:
+            if e.errno not in _SYSTEM_REFUSALS:
+                raise
+            print(f"error: {e.filename or 'writing'}: {e.strerror}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # open3d needs libusb to import, and Vulkan + Mesa for its headless OffscreenRenderer; MuJoCo renders its pictures
-# headless through EGL with Mesa's software OpenGL.
+# headless through EGL with Mesa's software OpenGL; the viewer's browser tests drive Debian's chromium through
+# playwright (playwright's own browser downloads are never used).
 need=()
-for pkg in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri; do
+for pkg in libusb-1.0-0 libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

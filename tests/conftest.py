@@ -93,3 +93,41 @@ def oracle(tmp_path_factory) -> Oracle:
     field, labels = oracle_field(per_object=500)
     ckpt = save_as_checkpoint(field, scene, root / "run" / "checkpoint.pt")
     return Oracle(scene, ckpt, field, labels)
+
+
+@dataclass
+class LocScene:
+    scene: Path  # nerfstudio scene whose images are renders of the field (tests/localize/helpers.py)
+    checkpoint: Path
+    field: object  # FeatureField
+
+
+@pytest.fixture(scope="session")
+def loc(tmp_path_factory) -> LocScene:
+    """The tiny localisation scene: ~10 s, no training, no ray casting."""
+    import featurefields as ff
+    from tests.localize.helpers import localization_scene
+
+    scene, ckpt = localization_scene(tmp_path_factory.mktemp("localize"))
+    return LocScene(scene, ckpt, ff.load(ckpt))
+
+
+@pytest.fixture(scope="session")
+def located(loc):
+    """(view, estimate) of one held-out frame, localised once with the default settings."""
+    view = loc.field.views("test")[1]
+    return view, loc.field.localize(view.image, view.K)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _undistort_cache_in_tmp(tmp_path_factory):
+    """Undistorted images go to a session folder, not the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("FF_UNDISTORT_CACHE")
+    os.environ["FF_UNDISTORT_CACHE"] = str(tmp_path_factory.mktemp("undistorted"))
+    yield
+    if old is None:
+        os.environ.pop("FF_UNDISTORT_CACHE", None)
+    else:
+        os.environ["FF_UNDISTORT_CACHE"] = old

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, cli_entry
 from . import ArgParser
-from .query import add_field_options, add_selection_options, engine_from_args, parse_numbers, slug, text_selection
+from .query import (add_field_options, add_selection_options, engine_from_args, output_folder, parse_numbers, slug,
+                    text_selection)
 
 EXAMPLES = """\
 examples:
@@ -65,14 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..query.selection import Selection
     from ..train.checkpoint import load_checkpoint
 
-    engine = engine_from_args(args)
+    what = f"selection {args.selection}" if args.selection is not None else args.query
+    out = output_folder(args, Path("outputs") / "edit" / f"{kind}_{slug(what)}", args.selection)
+    engine = engine_from_args(args, out)
     n = len(engine.field)
     if args.selection is not None:
         sel = Selection.load(args.selection, n)
-        what = f"selection {args.selection}"
     else:
         sel = text_selection(engine, args.query, args)
-        what = args.query
     for q in args.also:
         sel = sel | text_selection(engine, q, args)
     for q in args.exclude:
@@ -80,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     if sel.count == 0:
         raise ConfigError(f"{what!r} selects no Gaussians (try --negatives canonical or a lower --threshold)")
     edited, kept = apply_edit(engine.field, kind, sel, rgb)
-    out = Path(args.out or Path("outputs") / "edit" / f"{kind}_{slug(what)}")
     info = {"edit": kind, "source": str(args.checkpoint), "query": args.query, "also": args.also,
             "exclude": args.exclude, "selection_file": args.selection, "selected_gaussians": sel.count,
             "negatives": args.negatives, "min_opacity": args.min_opacity,
             "threshold": args.threshold if args.threshold is not None else DEFAULT_THRESHOLD,
             "clean": args.clean, "colour": rgb}
-    info = save_edited(out, load_checkpoint(args.checkpoint), edited, kept, info,
-                       recoloured=sel.mask if kind == "recolour" else None)
+    state = load_checkpoint(args.checkpoint)
+    with out as folder:  # staged: all three files or none
+        info = save_edited(folder, state, edited, kept, info, recoloured=sel.mask if kind == "recolour" else None)
     print(f"{kind}: {sel.count} Gaussians selected; {info['num_gaussians_before']} -> "
-          f"{info['num_gaussians_after']} Gaussians; outputs in {out}/ (checkpoint.pt, field.ply, edit.json)",
+          f"{info['num_gaussians_after']} Gaussians; outputs in {out.path}/ (checkpoint.pt, field.ply, edit.json)",
           file=sys.stderr)
     return 0
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, FFError, cli_entry
 from . import ArgParser
-from .query import add_field_options, add_selection_options, engine_from_args, gather_views, slug, text_selection
+from .query import (add_field_options, add_selection_options, engine_from_args, gather_views, output_folder, progress,
+                    slug, text_selection)
 
 EXAMPLES = """\
 examples:
@@ -55,36 +56,39 @@ def main(argv: list[str] | None = None) -> int:
     from ..query.engine import DEFAULT_THRESHOLD
     from ..query.export import selection_point_cloud, write_point_cloud, write_relevancy_ply, write_view_outputs
 
-    out = Path(args.out or Path("outputs") / "export" / slug(args.query))
-    engine = engine_from_args(args)
+    out = output_folder(args, Path("outputs") / "export" / slug(args.query), *args.camera)
+    engine = engine_from_args(args, out)
+    # Every check first (views, camera files, an empty selection), then the work, then the files.
+    views = gather_views(engine, args.views, args.camera) if (args.views or args.camera) else []
     rel3 = engine.relevancy_3d(args.query, negatives=args.negatives, teacher=args.teacher)
     sel = text_selection(engine, args.query, args, rel3)
-    written = []
-    if not args.no_relevancy_ply:
-        write_relevancy_ply(out / "relevancy.ply", engine.field, rel3.combined,
-                            world_from_scene=engine.world_from_scene)
-        written.append("relevancy.ply")
-    if not args.no_points:
-        if sel.count == 0:
-            raise ConfigError(f"{args.query!r} selects no Gaussians, so there is no point cloud to export (try "
-                              "--negatives canonical or a lower --threshold)")
-        try:
-            viewpoints = torch.stack([v.center for v in engine.views("all")])
-        except FFError:  # without the scene, normals face away from the object's centre
-            viewpoints = None
-        write_point_cloud(out / "points.ply", selection_point_cloud(engine.field, sel, viewpoints))
-        written.append("points.ply")
+    if not args.no_points and sel.count == 0:
+        raise ConfigError(f"{args.query!r} selects no Gaussians, so there is no point cloud to export (try "
+                          "--negatives canonical or a lower --threshold)")
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLD
-    views = gather_views(engine, args.views, args.camera) if (args.views or args.camera) else []
-    for v in views:
-        rel = engine.relevancy_2d(args.query, v, negatives=args.negatives, teacher=args.teacher)
-        write_view_outputs(out, v.stem, rel.render.rgb, rel.combined, rel.mask(threshold), threshold)
-    if views:
-        written.append(f"{len(views)} x (heatmap, mask) PNG")
-    write_json(out / "export.json", {"query": args.query, "positives": rel3.positives, "negatives": rel3.negatives,
-                                     "selected_gaussians": sel.count, "num_gaussians": len(engine.field),
-                                     "views": [v.stem for v in views], "files": written})
-    print(f"{sel.count} Gaussians selected; wrote {', '.join(written)} to {out}/", file=sys.stderr)
+    written = []
+    with out as folder:  # staged: the files appear only if everything below succeeds
+        if not args.no_relevancy_ply:
+            write_relevancy_ply(folder / "relevancy.ply", engine.field, rel3.combined,
+                                world_from_scene=engine.world_from_scene)
+            written.append("relevancy.ply")
+        if not args.no_points:
+            try:
+                viewpoints = torch.stack([v.center for v in engine.views("all")])
+            except FFError:  # without the scene, normals face away from the object's centre
+                viewpoints = None
+            write_point_cloud(folder / "points.ply", selection_point_cloud(engine.field, sel, viewpoints))
+            written.append("points.ply")
+        for v in progress(views, "views"):
+            rel = engine.relevancy_2d(args.query, v, negatives=args.negatives, teacher=args.teacher)
+            write_view_outputs(folder, v.stem, rel.render.rgb, rel.combined, rel.mask(threshold), threshold)
+        if views:
+            written.append(f"{len(views)} x (heatmap, mask) PNG")
+        write_json(folder / "export.json", {"query": args.query, "positives": rel3.positives,
+                                            "negatives": rel3.negatives, "selected_gaussians": sel.count,
+                                            "num_gaussians": len(engine.field), "views": [v.stem for v in views],
+                                            "files": written})
+    print(f"{sel.count} Gaussians selected; wrote {', '.join(written)} to {out.path}/", file=sys.stderr)
     return 0
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError, cli_entry
+from ..validate import arg, integer, text
 from . import ArgParser
 
 EXAMPLES = """\
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: outputs/grasp/<query>)")
     p.add_argument("--gripper", default="panda",
                    help="panda (default), robotiq-2f-85, or a gripper JSON file")
-    p.add_argument("--k", type=int, default=10, help="how many grasps (default %(default)s)")
+    p.add_argument("--k", type=arg(integer, lo=1, hi=1000), default=10, help="how many grasps (default %(default)s)")
     p.add_argument("--approach", default="any", help="any (default) | top | x,y,z: where the gripper comes from")
     p.add_argument("--workspace", metavar="X0,Y0,Z0,X1,Y1,Z1", help="world box the grasp centres must lie in")
     p.add_argument("--scene", help="the training scene folder, if it moved since training")
@@ -52,27 +53,38 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..query.relevancy import split_positives
     from ..robot.gripper import load_gripper
-    from .query import parse_numbers, slug
+    from .query import engine_scene_check, output_folder, parse_numbers, slug
 
+    args.query = text(args.query, "query")
     split_positives(args.query)
     gripper = load_gripper(args.gripper)
-    if args.k < 1 or args.k > 1000:
-        raise ConfigError(f"--k must be between 1 and 1000, not {args.k}")
     approach = args.approach if args.approach.strip().lower() in ("any", "top") else parse_numbers(
         args.approach, 3, "--approach")
     workspace = None
     if args.workspace:
         w = parse_numbers(args.workspace, 6, "--workspace")
         workspace = (w[:3], w[3:])
-    out = Path(args.out or Path("outputs") / "grasp" / slug(args.query))
+    engine_scene_check(args)
+    out = output_folder(args, Path("outputs") / "grasp" / slug(args.query))  # checked before any work
     from ..fields.loading import load
 
     field = load(args.checkpoint, scene_root=args.scene)
+    out.refuse_inputs(field.scene_root)
     field.text_teacher()  # a field that cannot answer text fails before any work
     result = field.grasps(args.query, gripper=gripper, k=args.k, approach=approach, workspace=workspace,
                           negatives=args.negatives)
     if not result:
         raise ConfigError(f"no grasp of {args.query!r}: {result.reason}")
+    with out as folder:  # staged: grasps.json, .ply and .png appear together, or not at all
+        _write(folder, args, field, result, gripper)
+    best = result[0]
+    print(f"{len(result)} grasps of {args.query!r} ({len(result.located)} instance(s)); best: score "
+          f"{best.score:.2f}, width {best.width * 100:.1f} cm at {[round(float(x), 3) for x in best.position]}; "
+          f"outputs in {out.path}/ (grasps.json, grasps.ply, grasps.png)", file=sys.stderr)
+    return 0
+
+
+def _write(out: Path, args, field, result, gripper) -> None:
     from ..io import write_json
     from ..robot.drawing import draw_grasps, grasps_ply
 
@@ -84,11 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         "timings_s": result.timings})
     grasps_ply(out / "grasps.ply", result, gripper)
     draw_grasps(out / "grasps.png", field, result, gripper)
-    best = result[0]
-    print(f"{len(result)} grasps of {args.query!r} ({len(result.located)} instance(s)); best: score "
-          f"{best.score:.2f}, width {best.width * 100:.1f} cm at {[round(float(x), 3) for x in best.position]}; "
-          f"outputs in {out}/ (grasps.json, grasps.ply, grasps.png)", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, cli_entry
+from ..errors import ConfigError, DataError, cli_entry
+from ..guard import OutputFolder
+from ..validate import arg, number
 from . import ArgParser
 
 EXAMPLES = """\
@@ -48,10 +50,10 @@ def add_selection_options(p: argparse.ArgumentParser, min_opacity: float | None 
 
     p.add_argument("--negatives", default="auto",
                    help="auto | scene | canonical | 'phrase; phrase' (default auto: scene labels + canonical)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=arg(number, lo=-1, hi=1), default=None,
                    help="relevancy (text, default 0.5) or cosine similarity (prompts, default 0.8) above which a "
                         "pixel or Gaussian is selected")
-    p.add_argument("--min-opacity", type=float,
+    p.add_argument("--min-opacity", type=arg(number, lo=0, hi=1),
                    default=DEFAULT_MIN_OPACITY if min_opacity is None else min_opacity,
                    help=f"3D selections keep Gaussians at least this opaque (default %(default)s: {why})")
     p.add_argument("--clean", action="store_true",
@@ -62,10 +64,33 @@ def add_selection_options(p: argparse.ArgumentParser, min_opacity: float | None 
                         "(views: ~0.15 s per view; better along contacts and half-hidden parts)")
 
 
-def engine_from_args(args):
+def engine_from_args(args, out: OutputFolder | None = None):
+    """The engine of ``args.checkpoint`` (and ``--scene``); ``out`` then also refuses the scene it reads."""
     from ..query import QueryEngine
 
-    return QueryEngine.from_checkpoint(args.checkpoint, scene_root=args.scene)
+    engine_scene_check(args)
+    engine = QueryEngine.from_checkpoint(args.checkpoint, scene_root=args.scene)
+    if out is not None:
+        out.refuse_inputs(engine.field.scene_root)
+    return engine
+
+
+def engine_scene_check(args) -> None:
+    """A --scene that is not a folder is named as such (not as 'the scene this field was trained on is gone')."""
+    if args.scene is not None and not Path(args.scene).is_dir():
+        raise DataError(f"--scene {args.scene}: no such folder")
+
+
+def output_folder(args, default: Path, *inputs) -> OutputFolder:
+    """The guarded --out of a command that reads the checkpoint, --scene and ``inputs``: checked before any work."""
+    return OutputFolder(args.out or default, inputs=[args.checkpoint, args.scene, *inputs])
+
+
+def progress(items, what: str):
+    """A progress bar over views (on a terminal only) so long view lists show where they are."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=what, unit="view", disable=None if len(items) > 1 else True, leave=False)
 
 
 def text_selection(engine, query: str, args, relevancy=None):
@@ -134,14 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     point = parse_numbers(args.point, 2, "--point") if args.point is not None else None
     box = parse_numbers(args.box, 4, "--box") if args.box is not None else None
     name = args.query if not prompt else ("point_" if point else "box_") + "_".join(f"{v:g}" for v in point or box)
-    out = Path(args.out or Path("outputs") / "query" / slug(name))
-    engine = engine_from_args(args)
+    view_file = args.view if args.view is not None and args.view.endswith(".json") else None
+    out = output_folder(args, Path("outputs") / "query" / slug(name), *args.camera, view_file)
+    engine = engine_from_args(args, out)
     summary = run_prompt(engine, args, point, box, out) if prompt else run_text(engine, args, out)
-    from ..io import write_json
-
-    write_json(out / "query.json", summary)
-    print(f"{summary['selected_gaussians']} of {summary['num_gaussians']} Gaussians selected; outputs in {out}/",
-          file=sys.stderr)
+    print(f"{summary['selected_gaussians']} of {summary['num_gaussians']} Gaussians selected; outputs in "
+          f"{out.path}/", file=sys.stderr)
     return 0
 
 
@@ -165,28 +188,32 @@ def _first_frame(engine):
         return None
 
 
-def run_text(engine, args, out: Path) -> dict:
+def run_text(engine, args, out: OutputFolder) -> dict:
+    from ..io import write_json
     from ..query.engine import DEFAULT_THRESHOLD
     from ..query.export import write_relevancy_ply, write_view_outputs
 
     threshold = _or(args.threshold, DEFAULT_THRESHOLD)
+    views = gather_views(engine, args.views, args.camera)  # bad views and camera files fail before any work
     rel3 = engine.relevancy_3d(args.query, negatives=args.negatives, teacher=args.teacher)
     sel = text_selection(engine, args.query, args, rel3)
-    views = gather_views(engine, args.views, args.camera)
     per_view = []
-    for v in views:
-        rel = engine.relevancy_2d(args.query, v, negatives=args.negatives, teacher=args.teacher)
-        mask = rel.mask(threshold)
-        write_view_outputs(out, v.stem, rel.render.rgb, rel.combined, mask, threshold)
-        per_view.append({"view": v.stem, "mask_fraction": round(float(mask.float().mean()), 5),
-                         "max_relevancy": round(float(rel.combined.max()), 4)})
-    sel.save(out / "selection.pt", query=args.query, checkpoint=str(args.checkpoint))
-    if args.ply:
-        write_relevancy_ply(out / "relevancy.ply", engine.field, rel3.combined,
-                            world_from_scene=engine.world_from_scene)
-    return {"query": args.query, "positives": rel3.positives, "negatives": rel3.negatives,
-            "teacher": engine.text_teacher(args.teacher), "threshold": threshold, "views": per_view,
-            "lift": args.lift, "selected_gaussians": sel.count, "num_gaussians": len(engine.field)}
+    with out as folder:  # staged: the files appear only if everything below succeeds
+        for v in progress(views, "views"):
+            rel = engine.relevancy_2d(args.query, v, negatives=args.negatives, teacher=args.teacher)
+            mask = rel.mask(threshold)
+            write_view_outputs(folder, v.stem, rel.render.rgb, rel.combined, mask, threshold)
+            per_view.append({"view": v.stem, "mask_fraction": round(float(mask.float().mean()), 5),
+                             "max_relevancy": round(float(rel.combined.max()), 4)})
+        sel.save(folder / "selection.pt", query=args.query, checkpoint=str(args.checkpoint))
+        if args.ply:
+            write_relevancy_ply(folder / "relevancy.ply", engine.field, rel3.combined,
+                                world_from_scene=engine.world_from_scene)
+        summary = {"query": args.query, "positives": rel3.positives, "negatives": rel3.negatives,
+                   "teacher": engine.text_teacher(args.teacher), "threshold": threshold, "views": per_view,
+                   "lift": args.lift, "selected_gaussians": sel.count, "num_gaussians": len(engine.field)}
+        write_json(folder / "query.json", summary)
+    return summary
 
 
 def prompt_view(engine, spec: str):
@@ -198,10 +225,10 @@ def prompt_view(engine, spec: str):
     return engine.views(spec)[0]
 
 
-def run_prompt(engine, args, point, box, out: Path) -> dict:
+def run_prompt(engine, args, point, box, out: OutputFolder) -> dict:
+    from ..io import write_image, write_json
     from ..query.engine import DEFAULT_SIMILARITY
     from ..query.export import heatmap_overlay, mask_image
-    from ..io import write_image
 
     view = prompt_view(engine, args.view)
     res = engine.prompt(view, point=point, box=box, teacher=args.teacher,
@@ -209,15 +236,18 @@ def run_prompt(engine, args, point, box, out: Path) -> dict:
                         min_opacity=args.min_opacity, clean=args.clean)
     rgb = engine.render(view).rgb
     score = res.score if res.method == "similarity" else res.score.sigmoid()
-    write_image(out / f"{view.stem}_heatmap.png", heatmap_overlay(rgb, score, 0.5 if res.method == "sam" else
-                                                                  _or(args.threshold, DEFAULT_SIMILARITY)))
-    write_image(out / f"{view.stem}_mask.png", mask_image(res.mask))
-    res.selection.save(out / "selection.pt", prompt={"point": point, "box": box, "view": view.stem},
-                       checkpoint=str(args.checkpoint))
-    return {"prompt": {"point": point, "box": box, "view": view.stem}, "method": res.method,
-            "teacher": res.teacher, "views": [{"view": view.stem,
-                                               "mask_fraction": round(float(res.mask.float().mean()), 5)}],
-            "selected_gaussians": res.selection.count, "num_gaussians": len(engine.field)}
+    summary = {"prompt": {"point": point, "box": box, "view": view.stem}, "method": res.method,
+               "teacher": res.teacher, "views": [{"view": view.stem,
+                                                  "mask_fraction": round(float(res.mask.float().mean()), 5)}],
+               "selected_gaussians": res.selection.count, "num_gaussians": len(engine.field)}
+    with out as folder:
+        write_image(folder / f"{view.stem}_heatmap.png", heatmap_overlay(
+            rgb, score, 0.5 if res.method == "sam" else _or(args.threshold, DEFAULT_SIMILARITY)))
+        write_image(folder / f"{view.stem}_mask.png", mask_image(res.mask))
+        res.selection.save(folder / "selection.pt", prompt={"point": point, "box": box, "view": view.stem},
+                           checkpoint=str(args.checkpoint))
+        write_json(folder / "query.json", summary)
+    return summary
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import argparse
 import sys
 import time
 
-from ..errors import ConfigError, cli_entry
+from ..errors import cli_entry
+from ..validate import arg, integer
 from . import ArgParser
 
 EPILOG = """\
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=48, help="number of cameras on the orbit (default 48)")
     p.add_argument("--width", type=int, default=200, help="image width in pixels (default 200)")
     p.add_argument("--height", type=int, default=150, help="image height in pixels (default 150)")
-    p.add_argument("--points", type=int, default=5000, help="surface points written to points.ply (default 5000)")
+    p.add_argument("--points", type=arg(integer, lo=1, hi=10_000_000), default=5000,
+                   help="surface points written to points.ply (default 5000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
@@ -45,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.points < 1:
-        raise ConfigError(f"--points must be >= 1, got {args.points}")
+    from ..guard import check_writable_folder
     from ..scenegen import GENERATORS
 
+    check_writable_folder(args.out)  # (the generator then replaces the folder atomically, see below)
     t0 = time.perf_counter()
     out = GENERATORS[args.scene](args.out, seed=args.seed, views=args.views, width=args.width, height=args.height,
                                  n_points=args.points, progress=not args.quiet)

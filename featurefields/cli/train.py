@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import ConfigError, cli_entry
 from ..render.backends import BACKENDS
 from ..teachers import available_teachers
+from ..validate import arg, integer, number
 from . import ArgParser
 from ..train.config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 
@@ -22,6 +23,17 @@ examples:
         a foundation-model teacher from local weights (nothing is downloaded)
   ff-train scenes/tabletop --out outputs/tabletop --resume --iterations 6000
         continue a run from its checkpoint
+  ff-train scenes/tabletop --view
+        watch it train in a browser at http://127.0.0.1:8080 (--view 8090 for another port): colour, depth,
+        features and text queries on snapshots taken between steps; a pause button; edits once it is done
+  ff-train ../shared/data/open3d_livingroom1_clean_micro --max-size 320 --holdout last:30 --out outputs/lr_last30
+        hold out the sequence's last 30 frames (a region the training never saw) instead of every 8th
+  ff-process my_photos/ --out scenes/mine && ff-train scenes/mine --optimize-cameras
+        your own capture: pose it with COLMAP, then train while refining the poses
+  ff-train scenes/mine --scale-from-depth my_depth/ --depth-scale 1000
+        a COLMAP scene made metric by depth maps of the same images (millimetre PNGs)
+  ff-train path/to/rgbd_dataset_freiburg1_desk --intrinsics 517.3,516.5,318.6,255.3 --stride 5
+        a TUM RGB-D sequence with its sensor's calibration
 
 teachers: labels (semantic masks -> sentence embeddings, 384-D, offline), sift (dense SIFT, 128-D, offline),
 segments (graph-based segments -> grouping loss, offline), clip (open_clip, MaskCLIP or multi-scale crops),
@@ -29,8 +41,11 @@ sam (Segment Anything image embeddings, 256-D), dino (DINOv2 patch features). We
 up in the standard caches (~/.cache/featurefields/<teacher>, torch hub, Hugging Face) or given with
 --teacher-checkpoint NAME=PATH.
 
-scene formats (detected automatically): nerfstudio transforms.json, NeRF-synthetic Blender
-(transforms_{train,test}.json), RGB-D sequences (colour + uint16 depth folders + trajectory.log).
+scene formats (detected automatically): COLMAP (sparse/0 + images/ or images_N/; make one from photos or a video
+with ff-process), nerfstudio transforms.json, NeRF-synthetic Blender (transforms_{train,test}.json), RGB-D
+sequences: Open3D/Redwood (colour + depth folders + trajectory.log), TUM RGB-D (rgb.txt, depth.txt,
+groundtruth.txt), 7-Scenes (frame-*.pose.txt), ScanNet (color/ depth/ pose/ intrinsic/). Frames are kept as given:
+metric for all but COLMAP, whose frame has no scale unless --scale-from-depth or --known-distance sets one.
 
 outputs under --out: checkpoint.pt (resume / query), field.ply (3DGS-compatible, features as feat_* properties),
 metrics.json (held-out PSNR, SSIM, feature cosine per teacher), previews/*.png (ground truth | render | depth |
@@ -78,16 +93,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=float, default=d.downscale, help="divide image resolution by this factor")
     p.add_argument("--max-size", type=int, default=None, help="cap the longest image side, in pixels")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="hold out every k-th frame for evaluation (default %(default)s)")
+                   help="hold out every k-th frame for evaluation; 0 holds out none (default %(default)s)")
+    p.add_argument("--holdout", metavar="SPLIT",
+                   help="another held-out split instead of --eval-every: every:K, last:N or first:N (a contiguous "
+                        "block of N frames, e.g. last:30 for views the training never came near)")
     p.add_argument("--stride", type=int, default=d.stride, help="RGB-D sequences: use every k-th frame")
-    p.add_argument("--depth-scale", type=float, default=d.depth_scale,
-                   help="RGB-D sequences: raw depth units per metre (default %(default)s: millimetres)")
+    p.add_argument("--depth-scale", type=float, default=None,
+                   help="raw depth units per metre, for RGB-D sequences and --scale-from-depth (default: the "
+                        "layout's own: 5000 for TUM RGB-D, else 1000 = millimetres)")
+    p.add_argument("--intrinsics", metavar="FX,FY,CX,CY|FILE",
+                   help="RGB-D sequences: camera intrinsics in pixels (OpenCV convention), or a file (Open3D json, "
+                        "camera-intrinsics.txt, ScanNet intrinsic_color.txt); default: the layout's own")
+    p.add_argument("--scale-from-depth", metavar="DIR",
+                   help="COLMAP scenes: make the (scale-free) frame metric from metric depth maps of the same "
+                        "images, named like them (.png in --depth-scale units or .npy); they also feed the "
+                        "depth loss. The factor is recorded in metrics.json and the checkpoint")
+    p.add_argument("--known-distance", nargs=3, metavar=("A", "B", "METRES"),
+                   help="COLMAP scenes: make the frame metric from one known distance; A and B are frame names "
+                        "(their camera centres) or x,y,z points in COLMAP's frame")
+    p.add_argument("--optimize-cameras", action="store_true",
+                   help="refine every training pose with a learned SE(3) correction (from the rasteriser's pose "
+                        "gradients); the corrected poses are saved with the checkpoint and used by every later tool")
+    p.add_argument("--camera-lr", type=arg(number, lo=0, lo_open=True, hi=10), default=d.lr.camera_rotation,
+                   help="--optimize-cameras: step size, radians per step for rotations and times the scene extent "
+                        "for translations; decays 100x over the run (default %(default)s)")
+    p.add_argument("--camera-regularizer", type=float, default=d.camera_regularizer,
+                   help="--optimize-cameras: weight pulling corrections to zero (default %(default)s)")
     p.add_argument("--sh-degree", type=int, default=d.sh_degree, choices=[0, 1, 2, 3])
     p.add_argument("--init", choices=["auto", "depth", "points", "random"], default=d.init,
                    help="initial Gaussians: from depth maps, the scene's point file, or random (default: auto)")
     p.add_argument("--init-points", type=int, default=d.init_points, help="initial Gaussian count")
     p.add_argument("--background", default="white", help="white, black or r,g,b in [0,1] (behind RGBA images)")
     p.add_argument("--cache-dir", help="teacher feature cache (default: OUT/cache)")
+    p.add_argument("--allow-outside-scene", action="store_true",
+                   help="follow file paths in the scene's JSON that leave its folder ('../', absolute paths); "
+                        "refused by default")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default=d.backend, choices=list(BACKENDS),
                    help="rasteriser: native (compiled kernels, CPU or CUDA), torch (plain PyTorch reference) or "
@@ -96,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint period in steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--view", type=arg(integer, lo=0, hi=65535), nargs="?", const=8080, default=None, metavar="PORT",
+                   help="serve a browser viewer of the training field on PORT (default 8080; see ff-view --help); "
+                        "it keeps serving the final field after training until Ctrl-C")
+    p.add_argument("--view-host", default="127.0.0.1", help="address the viewer listens on (default %(default)s)")
     return p
 
 
@@ -107,7 +151,7 @@ def parse_background(text: str) -> tuple[float, float, float]:
         rgb = tuple(float(x) for x in text.split(","))
     except ValueError:
         rgb = ()
-    if len(rgb) != 3 or not all(0 <= c <= 1 for c in rgb):
+    if len(rgb) != 3 or not all(0 <= c <= 1 for c in rgb):  # (NaN fails the comparison too)
         raise ConfigError(f"--background {text!r}: use white, black or three numbers in [0,1] like 0.5,0.5,0.5")
     return rgb  # type: ignore[return-value]
 
@@ -139,7 +183,7 @@ def _option_value(text: str):
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    weights = {name: float(w) for name, w in _pairs(args.teacher_weight, "--teacher-weight", "NAME=NUMBER", float)}
+    weights = dict(_pairs(args.teacher_weight, "--teacher-weight", "NAME=NUMBER", float))
     checkpoints = dict(_pairs(args.teacher_checkpoint, "--teacher-checkpoint", "NAME=PATH", str))
     options: dict[str, dict] = {}
     for key, value in _pairs(args.teacher_option, "--teacher-option", "NAME.KEY=VALUE", _option_value):
@@ -147,14 +191,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not (dot and name and opt):
             raise ConfigError(f"--teacher-option {key}=...: expected NAME.KEY=VALUE, e.g. sift.size=4")
         options.setdefault(name, {})[opt] = value
-    for name, value in (("--iterations", args.iterations), ("--init-points", args.init_points),
-                        ("--eval-every", args.eval_every)):
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, not {value}")
-    if not 0.0 <= args.feature_balance <= 1.0:
-        raise ConfigError(f"--feature-balance must be between 0 and 1, not {args.feature_balance}")
-    if args.downscale < 1:
-        raise ConfigError(f"--downscale must be >= 1, not {args.downscale}")
     out = args.out or str(Path("outputs") / (Path(args.scene).resolve().name or "scene"))
     cfg = TrainConfig(scene=args.scene, out=out, iterations=args.iterations, teachers=args.teachers,
                       teacher_weights=weights, teacher_checkpoints=checkpoints, teacher_options=options,
@@ -164,12 +200,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       feature_samples=args.feature_samples, feature_balance=args.feature_balance,
                       feature_moves_geometry=args.feature_moves_geometry, depth_weight=args.depth_weight,
                       downscale=args.downscale,
-                      max_size=args.max_size, eval_every=args.eval_every, stride=args.stride,
-                      depth_scale=args.depth_scale, sh_degree=args.sh_degree, init=args.init,
+                      max_size=args.max_size, eval_every=args.eval_every, holdout=args.holdout, stride=args.stride,
+                      depth_scale=args.depth_scale, intrinsics=args.intrinsics,
+                      scale_from_depth=args.scale_from_depth, known_distance=args.known_distance,
+                      optimize_cameras=args.optimize_cameras, camera_regularizer=args.camera_regularizer,
+                      sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),
                       cache_dir=args.cache_dir, device=args.device, backend=args.backend, seed=args.seed,
-                      save_every=args.save_every,
+                      save_every=args.save_every, allow_outside_scene=args.allow_outside_scene,
                       progress=not args.no_progress)
+    cfg.lr.camera_rotation = cfg.lr.camera_translation = args.camera_lr
+    cfg.validate()  # every option checked before the scene is loaded
     cfg.density.refine_stop = min(cfg.density.refine_stop, int(0.6 * cfg.iterations))
     return cfg
 
@@ -178,13 +219,37 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    from ..train.trainer import train
+    from ..train.trainer import CHECKPOINT, Trainer
 
-    metrics = train(cfg, resume=args.resume)
-    keys = [k for k in metrics if k in ("psnr", "ssim") or k.startswith("feature_cosine/")]
-    summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
-    print(f"done: {metrics['num_gaussians']} Gaussians, {metrics['train_seconds']:.0f} s; held-out {summary}")
-    print(f"outputs in {cfg.out}/ (checkpoint.pt, field.ply, metrics.json, previews/)")
+    if args.view is not None:  # a busy port fails now, not after loading the scene and its teachers
+        from ..viewer import check_port
+
+        check_port(args.view_host, args.view)
+    trainer = Trainer(cfg, resume=args.resume)
+    server = source = None
+    if args.view is not None:
+        from ..viewer.live import watch
+        from .view import setup_logging
+
+        setup_logging()
+        server, source = watch(trainer, args.view_host, args.view)
+        print(f"viewer: open {server.url} to watch the training", flush=True)
+    try:
+        metrics = trainer.train()
+        keys = [k for k in metrics if k in ("psnr", "ssim") or k.startswith("feature_cosine/")]
+        summary = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys)
+        print(f"done: {metrics['num_gaussians']} Gaussians, {metrics['train_seconds']:.0f} s; held-out {summary}")
+        print(f"outputs in {cfg.out}/ (checkpoint.pt, field.ply, metrics.json, previews/)")
+        if server is not None:
+            source.finish(trainer, Path(cfg.out) / CHECKPOINT)
+            print(f"viewer: still serving the trained field at {server.url} (Ctrl-C stops)", flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                print("viewer: stopped")
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 

@@ -12,18 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..io import read_json
 from .cameras import GL_TO_CV
 from .load import FrameSpec, LoadOptions, existing_image, image_size, load_frames, relative_name
 from .scene import SceneData
-from .validate import as_float, check_exists, check_intrinsics, check_pose, require_keys
+from .validate import check_exists, check_field_of_view, check_intrinsics, check_pose, require_keys, resolve_inside
 
 _GL_TO_CV = GL_TO_CV.double().numpy()
 
 
 def load_blender(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
     root = check_exists(path)
+    if opts.holdout is not None:
+        raise ConfigError(f"{root}: a Blender scene has its own train/test split; a holdout cannot replace it")
     train_json = root / "transforms_train.json"
     if not train_json.is_file():
         raise DataError(f"{root}: no transforms_train.json (not a Blender scene)")
@@ -34,8 +36,8 @@ def load_blender(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
         notes.append("no transforms_test.json; " + ("using transforms_val.json as the test split"
                                                      if test_json.is_file() else "no test frames"))
 
-    train = _split(train_json, root, notes)
-    test = _split(test_json, root, notes) if test_json.is_file() else []
+    train = _split(train_json, root, notes, opts.allow_outside_root)
+    test = _split(test_json, root, notes, opts.allow_outside_root) if test_json.is_file() else []
     # The renders carry their size; K follows from camera_angle_x at that size (load_frames checks all agree).
     w, h = image_size(train[0][1])
     specs = [FrameSpec(name=name, image=img, c2w=c2w, K=_K(angle, w, h, name)) for name, img, c2w, angle in train + test]
@@ -43,22 +45,19 @@ def load_blender(path: str | os.PathLike, opts: LoadOptions) -> SceneData:
     return loaded.to_scene(root, specs, list(range(len(train))), list(range(len(train), len(specs))), notes)
 
 
-def _split(json_path: Path, root: Path, notes: list[str]) -> list[tuple[str, Path, np.ndarray, float]]:
+def _split(json_path: Path, root: Path, notes: list[str],
+           allow_outside: bool = False) -> list[tuple[str, Path, np.ndarray, float]]:
     """(name, image path, c2w in OpenCV axes, camera_angle_x) of the listed frames whose image exists."""
     meta = read_json(json_path)
     require_keys(meta, ["camera_angle_x", "frames"], str(json_path))
-    angle = as_float(meta["camera_angle_x"], f"{json_path}: camera_angle_x")
-    if not 0.0 < angle < math.pi:
-        raise DataError(f"{json_path}: camera_angle_x={angle} is not a field of view in (0, pi) radians")
+    angle = check_field_of_view(meta["camera_angle_x"], f"{json_path}: camera_angle_x")
     frames = meta["frames"]
     if not isinstance(frames, list) or not frames:
         raise DataError(f"{json_path}: 'frames' must be a non-empty list")
     specs = []
     for i, fr in enumerate(frames):
         require_keys(fr, ["file_path", "transform_matrix"], f"{json_path} frame {i}")
-        if not isinstance(fr["file_path"], str):
-            raise DataError(f"{json_path} frame {i}: file_path must be a string")
-        img = existing_image(Path(os.path.normpath(root / fr["file_path"])))
+        img = existing_image(resolve_inside(root, fr["file_path"], f"{json_path} frame {i} file_path", allow_outside))
         name = relative_name(img, root)
         c2w = check_pose(fr["transform_matrix"], f"{json_path} frame {name}") @ _GL_TO_CV
         if not img.exists():
@@ -74,5 +73,5 @@ def _split(json_path: Path, root: Path, notes: list[str]) -> list[tuple[str, Pat
 
 def _K(angle_x: float, w: int, h: int, name: str) -> np.ndarray:
     f = 0.5 * w / math.tan(0.5 * angle_x)
-    check_intrinsics(f, f, w / 2.0, h / 2.0, f"frame {name}")
+    check_intrinsics(f, f, w / 2.0, h / 2.0, f"frame {name}", (w, h), ("focal length from camera_angle_x",) * 2)
     return np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])

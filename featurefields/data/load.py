@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +18,15 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..io import one_reason, read_image
+from ..io import one_reason, open_image, read_image
 from .cameras import Cameras
 from .scene import SceneData
-from .validate import check_exists, check_nonempty_dir, check_size
+from .detect import COLOR_DIRS, DEPTH_DIRS, detect_format, find_subdir, find_trajectory  # noqa: F401
+from .undistort import Distortion, UndistortCache, undistort, undistorted_image
+from .validate import check_exists, check_image_size, check_size
 
-FORMATS = ("auto", "nerfstudio", "blender", "rgbd")
-COLOR_DIRS = ("image", "color", "colour", "rgb")
-DEPTH_DIRS = ("depth",)
+FORMATS = ("auto", "nerfstudio", "blender", "colmap", "rgbd", "tum", "7scenes", "scannet")
+RGBD_FORMATS = ("rgbd", "tum", "7scenes", "scannet")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 T = TypeVar("T")
@@ -43,16 +43,35 @@ def load_scene(
     format: str = "auto",
     with_extras: bool = True,
     stride: int = 1,
-    depth_scale: float = 1000.0,
+    depth_scale: float | None = None,
+    intrinsics: str | None = None,
+    scale_from_depth: str | os.PathLike | None = None,
+    known_distance: Sequence[str] | None = None,
+    undistort_cache: str | os.PathLike | None | bool = True,
+    allow_outside_root: bool = False,
+    holdout: str | None = None,
 ) -> SceneData:
-    """Load a scene folder (or a transforms.json) into the metric world frame it was given in.
+    """Load a scene folder (or a transforms.json) into the world frame it was given in (metric for every format
+    but COLMAP's, which has no scale; ``scene.frame_info`` says which).
 
     ``downscale`` divides the resolution, ``max_size`` caps the longest side (the stronger of the two wins).
     ``eval_every``: hold out frames ``i % eval_every == 0`` when the source has no split (0 = hold out none).
     ``with_extras=False`` skips depth, masks, semantics, instances and points (cameras and images only).
-    ``stride`` and ``depth_scale`` (raw depth units per metre) apply to RGB-D sequences only.
+    ``stride``, ``intrinsics`` (``fx,fy,cx,cy`` or a file) and ``depth_scale`` (raw depth units per metre; default
+    per layout) apply to RGB-D sequences. ``scale_from_depth`` (a folder of metric depth maps named like the
+    images, ``depth_scale`` units per metre, default 1000) or ``known_distance`` (A, B, metres; A/B frame names or
+    x,y,z) make a COLMAP frame metric. ``undistort_cache``: folder for pinhole versions of distorted images (True:
+    the default folder, see :func:`~featurefields.data.undistort.default_undistort_cache`; False/None: none).
+    ``allow_outside_root``: follow file paths in the scene's files that leave its folder (refused by default).
+    ``holdout`` replaces ``eval_every`` with another split (see :func:`parse_holdout`): ``every:K``, ``last:N``
+    (a contiguous block at the end: views the training never came near) or ``first:N``.
     """
-    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras)
+    if undistort_cache is True:
+        from .undistort import default_undistort_cache
+
+        undistort_cache = default_undistort_cache()
+    opts = LoadOptions.make(downscale, max_size, eval_every, background, with_extras, allow_outside_root, holdout,
+                            undistort_cache or None)
     if format not in FORMATS:
         raise DataError(f"unknown scene format {format!r} (choose from {', '.join(FORMATS)})")
     path = check_exists(path)
@@ -63,63 +82,51 @@ def load_scene(
                              else path.parent)
     else:
         fmt, root = format, path
-    if fmt != "rgbd" and (stride != 1 or depth_scale != 1000.0):
-        raise ConfigError(f"stride/depth_scale apply to RGB-D sequences only, but {path} is a {fmt} scene")
+    if fmt not in RGBD_FORMATS and (stride != 1 or intrinsics is not None):
+        raise ConfigError(f"stride/intrinsics apply to RGB-D sequences only, but {path} is a {fmt} scene")
+    # (1000 was the default before scenes could choose their own: older configs pass it for every format)
+    if fmt not in RGBD_FORMATS + ("colmap",) and depth_scale not in (None, 1000.0):
+        raise ConfigError(f"depth_scale applies to RGB-D sequences and --scale-from-depth only, but {path} is a "
+                          f"{fmt} scene")
+    if scale_from_depth is not None and fmt != "colmap":
+        raise ConfigError(f"--scale-from-depth: {path} is a {fmt} scene, whose frame is metric already; only "
+                          "COLMAP frames (no scale) are rescaled")
+    rgbd = dict(stride=stride, depth_scale=depth_scale, intrinsics=intrinsics)
     if fmt == "nerfstudio":
         from .nerfstudio import load_nerfstudio
 
-        return load_nerfstudio(root, opts)
-    if fmt == "blender":
+        scene = load_nerfstudio(root, opts)
+    elif fmt == "blender":
         from .blender import load_blender
 
-        return load_blender(root, opts)
-    from .rgbd import load_rgbd
+        scene = load_blender(root, opts)
+    elif fmt == "colmap":
+        from .colmap import load_colmap
 
-    return load_rgbd(root, opts, stride=stride, depth_scale=depth_scale)
+        scene = load_colmap(root, opts, scale_from_depth=scale_from_depth,
+                            depth_scale=1000.0 if depth_scale is None else depth_scale)
+    elif fmt == "tum":
+        from .tum import load_tum
 
+        scene = load_tum(root, opts, **rgbd)
+    elif fmt == "7scenes":
+        from .posefiles import load_seven_scenes
 
-def detect_format(path: Path) -> tuple[str, Path]:
-    """(format, path to hand to that loader) from what the folder contains."""
-    if path.is_file():
-        if path.name.startswith("transforms_") and path.suffix == ".json":
-            return "blender", path.parent
-        if path.suffix == ".json":
-            return "nerfstudio", path
-        if path.name == "trajectory.log":
-            return "rgbd", path.parent if find_subdir(path.parent, COLOR_DIRS) else path.parent.parent
-        raise DataError(f"{path}: unknown scene format (expected a folder, a transforms.json or a trajectory.log)")
-    check_nonempty_dir(path)
-    if (path / "transforms.json").is_file():
-        return "nerfstudio", path / "transforms.json"
-    if (path / "transforms_train.json").is_file():
-        return "blender", path
-    if find_subdir(path, COLOR_DIRS) and find_subdir(path, DEPTH_DIRS) and find_trajectory(path, required=False):
-        return "rgbd", path
-    raise DataError(
-        f"{path}: unknown scene format (expected transforms.json, transforms_train.json, "
-        f"or {'/'.join(COLOR_DIRS)} + depth folders with a trajectory.log)"
-    )
+        scene = load_seven_scenes(root, opts, **rgbd)
+    elif fmt == "scannet":
+        from .posefiles import load_scannet
 
+        scene = load_scannet(root, opts, **rgbd)
+    else:
+        from .rgbd import load_rgbd
 
-def find_subdir(root: Path, names: Sequence[str]) -> Path | None:
-    for n in names:
-        if (root / n).is_dir():
-            return root / n
-    return None
+        scene = load_rgbd(root, opts, **rgbd)
+    scene.frame_info = {"source": fmt, **scene.frame_info}
+    if known_distance:
+        from .scale import known_distance as apply_known_distance
 
-
-def find_trajectory(root: Path, *, required: bool = True) -> Path | None:
-    """``trajectory.log`` in ``root`` or exactly one direct subfolder (Open3D's reconstruction layout)."""
-    if (root / "trajectory.log").is_file():
-        return root / "trajectory.log"
-    found = sorted(p for p in root.glob("*/trajectory.log") if p.is_file())
-    if len(found) > 1:
-        raise DataError(f"{root}: several trajectory.log files ({', '.join(str(p.relative_to(root)) for p in found)})")
-    if found:
-        return found[0]
-    if required:
-        raise DataError(f"{root}: no trajectory.log in the folder or its subfolders")
-    return None
+        scene = apply_known_distance(scene, known_distance)
+    return scene
 
 
 @dataclass(frozen=True)
@@ -129,9 +136,13 @@ class LoadOptions:
     eval_every: int
     background: tuple[float, float, float]
     with_extras: bool
+    allow_outside_root: bool = False
+    holdout: tuple[str, int] | None = None  # parsed parse_holdout(); None: every eval_every-th frame
+    undistort_cache: Path | None = None  # pinhole versions of distorted images (None: undistort every load)
 
     @staticmethod
-    def make(downscale, max_size, eval_every, background, with_extras) -> "LoadOptions":
+    def make(downscale, max_size, eval_every, background, with_extras, allow_outside_root=False,
+             holdout=None, undistort_cache=None) -> "LoadOptions":
         if not (isinstance(downscale, (int, float)) and math.isfinite(downscale) and downscale > 0):
             raise ConfigError(f"downscale must be a positive number, got {downscale!r}")
         if max_size is not None and (int(max_size) != max_size or max_size < 1):
@@ -142,7 +153,37 @@ class LoadOptions:
         if len(bg) != 3 or not all(0.0 <= c <= 1.0 for c in bg):
             raise ConfigError(f"background must be three values in [0, 1], got {background!r}")
         return LoadOptions(float(downscale), None if max_size is None else int(max_size), int(eval_every), bg,
-                           bool(with_extras))
+                           bool(with_extras), bool(allow_outside_root), parse_holdout(holdout),
+                           None if undistort_cache is None else Path(undistort_cache))
+
+
+HOLDOUT_KINDS = ("every", "last", "first")
+
+
+def parse_holdout(spec: str | None) -> tuple[str, int] | None:
+    """'every:K' | 'last:N' | 'first:N' -> (kind, number); None stays None (the eval_every split)."""
+    if spec is None:
+        return None
+    kind, sep, num = str(spec).strip().lower().partition(":")
+    if not sep or kind not in HOLDOUT_KINDS or not num.strip().isdigit() or int(num) < 1:
+        raise ConfigError(f"holdout {spec!r}: use every:K (every K-th frame), last:N or first:N (a contiguous block "
+                          "of N frames), with K, N >= 1")
+    return kind, int(num)
+
+
+def holdout_split(n: int, opts: LoadOptions, what: str) -> tuple[list[int], list[int]]:
+    """(train, test) frame indices of a scene without its own split: ``opts.holdout`` if given, else every
+    ``opts.eval_every``-th frame."""
+    if opts.holdout is None:
+        return interval_split(n, opts.eval_every, what)
+    kind, k = opts.holdout
+    if kind == "every":
+        return interval_split(n, k, what)
+    if k >= n:
+        raise ConfigError(f"{what}: holdout {kind}:{k} leaves no training frames out of {n}")
+    test = list(range(n - k, n)) if kind == "last" else list(range(k))
+    held = set(test)
+    return [i for i in range(n) if i not in held], test
 
 
 def interval_split(n: int, eval_every: int, what: str) -> tuple[list[int], list[int]]:
@@ -225,51 +266,6 @@ def composite_resize(img: np.ndarray, size: tuple[int, int], background: tuple[f
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Undistortion: OpenCV pixel centres are integers, ours are at +0.5, hence the half-pixel shift of K.
-
-_MAP_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-_MAP_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Distortion:
-    model: str  # "OPENCV" (k1 k2 p1 p2 k3) or "OPENCV_FISHEYE" (k1 k2 k3 k4)
-    coeffs: tuple[float, ...]
-
-
-def undistort_maps(K: np.ndarray, dist: Distortion, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Remap tables that turn a distorted ``size`` image into a pinhole image with the same K."""
-    import cv2
-
-    key = (tuple(np.round(K, 9).ravel()), dist, tuple(size))
-    with _MAP_LOCK:
-        if key in _MAP_CACHE:
-            return _MAP_CACHE[key]
-    Kcv = K.astype(np.float64).copy()
-    Kcv[0, 2] -= 0.5
-    Kcv[1, 2] -= 0.5
-    D = np.asarray(dist.coeffs, dtype=np.float64)
-    if dist.model == "OPENCV_FISHEYE":
-        m1, m2 = cv2.fisheye.initUndistortRectifyMap(Kcv, D, np.eye(3), Kcv, tuple(size), cv2.CV_32FC1)
-    else:
-        m1, m2 = cv2.initUndistortRectifyMap(Kcv, D, None, Kcv, tuple(size), cv2.CV_32FC1)
-    with _MAP_LOCK:
-        if len(_MAP_CACHE) > 64:
-            _MAP_CACHE.clear()
-        _MAP_CACHE[key] = (m1, m2)
-    return m1, m2
-
-
-def undistort(arr: np.ndarray, K: np.ndarray, dist: Distortion, *, nearest: bool, fill: float = 0) -> np.ndarray:
-    import cv2
-
-    h, w = arr.shape[:2]
-    m1, m2 = undistort_maps(K, dist, (w, h))
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.remap(arr, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
-
-
 def scaled_K(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
     out = K.astype(np.float64).copy()
     out[0] *= to_size[0] / from_size[0]
@@ -284,28 +280,26 @@ def scaled_K(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
 
 def read_rgb(path: Path) -> np.ndarray:
     """uint8 [H, W, 3 or 4]; grey, palette and 16-bit images are converted (transparency kept as alpha)."""
-    from PIL import Image
-
     arr = read_image(path)
     if arr.ndim == 2 or arr.dtype != np.uint8 or arr.shape[2] not in (3, 4):
         # Grey, 16-bit, palette, 2-channel: let PIL do the conversion (keeps transparency as alpha).
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGBA"))
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: corrupt or unreadable image ({one_reason(e)})") from None
+        with open_image(path) as im:
+            arr = np.asarray(im.convert("RGBA"))
     return arr
 
 
-def read_depth(path: Path, scale: float) -> np.ndarray:
-    """float32 metres [H, W], 0 = unknown. PNG must be single-channel 16-bit; .npy is multiplied by ``scale`` too."""
+def read_depth(path: Path, scale: float, invalid: int | None = None) -> np.ndarray:
+    """float32 metres [H, W], 0 = unknown. PNG must be single-channel 16-bit; .npy is multiplied by ``scale`` too.
+    ``invalid``: a raw value that means 'no reading' (7-Scenes' 65535)."""
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise DataError(f"{path}: depth file not found")
         try:
-            arr = np.load(path)
-        except (OSError, ValueError) as e:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
             raise DataError(f"{path}: corrupt depth file ({one_reason(e)})") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+            raise DataError(f"{path}: depth must be a numeric array, got {getattr(arr, 'dtype', type(arr))}")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[..., 0]
         if arr.ndim != 2:
@@ -316,6 +310,8 @@ def read_depth(path: Path, scale: float) -> np.ndarray:
             raise DataError(f"{path}: depth must be a single-channel 16-bit PNG (got {arr.dtype} {arr.shape})")
     depth = arr.astype(np.float32) * np.float32(scale)
     depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    if invalid is not None:
+        depth[arr == invalid] = 0.0
     return depth
 
 
@@ -345,16 +341,10 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: corrupt or unreadable image ({one_reason(e)})") from None
+    """(width, height) from the header only, within the size limits."""
+    with open_image(path) as im:
+        size = im.size
+    return check_image_size(*size, str(path))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -371,6 +361,7 @@ class FrameSpec:
     dist: Distortion | None = None
     depth: Path | None = None
     depth_scale: float = 1.0  # raw value -> metres multiplier
+    depth_invalid: int | None = None  # raw depth value meaning 'no reading'
     mask: Path | None = None
     semantic: Path | None = None
     instance: Path | None = None
@@ -400,6 +391,13 @@ def load_frames(specs: Sequence[FrameSpec], opts: LoadOptions, *, n_labels: int 
     """Read, check, undistort and resize every frame to one common output size."""
     if not specs:
         raise DataError("no frames to load")
+    seen: dict[str, int] = {}
+    for i, s in enumerate(specs):  # one image under several poses is an export bug, never a dataset
+        key = os.path.normpath(os.path.abspath(s.image))
+        if key in seen:
+            raise DataError(f"frame {s.name} is listed twice (frames {seen[key]} and {i}"
+                            f"{' of ' + s.extras_from if s.extras_from else ''}); each frame needs its own image")
+        seen[key] = i
     first = specs[0]
     native = first.size if first.size is not None else image_size(first.image)
     for s in specs[1:]:
@@ -413,26 +411,30 @@ def load_frames(specs: Sequence[FrameSpec], opts: LoadOptions, *, n_labels: int 
     def extra(s: FrameSpec, path: Path, arr: np.ndarray, *, fill, kind: str) -> np.ndarray:
         h1, w1 = arr.shape[:2]
         w0, h0 = native
-        if (w1, h1) != (w0, h0) and abs(w1 * h0 - h1 * w0) > max(w0, h0):
+        # Another size is fine for the same view (depth sensors often have their own resolution): same aspect, 1%.
+        if (w1, h1) != (w0, h0) and abs(w1 * h0 - h1 * w0) > 0.01 * h1 * w0:
             raise DataError(f"{path}: {kind} size {w1}x{h1} does not match image {s.name} size {w0}x{h0}")
         if s.dist is not None:
             arr = undistort(arr, scaled_K(s.K, native, (w1, h1)), s.dist, nearest=True, fill=fill)
         return resize_nearest(arr, out_size)
 
+    cache = UndistortCache(opts.undistort_cache) if distorted and opts.undistort_cache is not None else None
+
     def one(s: FrameSpec) -> dict:
-        img = read_rgb(s.image)
-        check_size((img.shape[1], img.shape[0]), native, f"frame {s.name}",
-                   f"declared in {s.extras_from}" if s.size is not None else f"frame {first.name}")
         r: dict = {}
         if s.dist is not None:
-            img = undistort(img, s.K, s.dist, nearest=False)
+            img, valid = undistorted_image(s.image, s.K, s.dist, cache, read_rgb)
             if extras:
-                ones = np.full(img.shape[:2], 255, np.uint8)
-                r["valid"] = resize_nearest(undistort(ones, s.K, s.dist, nearest=True) > 0, out_size)
+                r["valid"] = resize_nearest(valid, out_size)
+        else:
+            img = read_rgb(s.image)
+        check_size((img.shape[1], img.shape[0]), native, f"frame {s.name}",
+                   f"declared in {s.extras_from}" if s.size is not None else f"frame {first.name}")
         r["image"] = composite_resize(img, out_size, opts.background)
         w, h = out_size
         if has["depth"]:
-            r["depth"] = (extra(s, s.depth, read_depth(s.depth, s.depth_scale), fill=0.0, kind="depth")
+            r["depth"] = (extra(s, s.depth, read_depth(s.depth, s.depth_scale, s.depth_invalid), fill=0.0,
+                                kind="depth")
                           if s.depth is not None else np.zeros((h, w), np.float32))
         if has["mask"]:
             r["mask"] = (extra(s, s.mask, read_mask(s.mask).astype(np.uint8), fill=0, kind="mask") > 0

@@ -1,7 +1,9 @@
-"""RGB-D sequences: colour + uint16 depth folders with an Open3D/Redwood ``trajectory.log``.
+"""RGB-D sequences: colour + uint16 depth folders with an Open3D/Redwood ``trajectory.log``, and what every RGB-D
+layout shares (intrinsics in the OpenCV/ROS convention, ``--intrinsics``, frame listing).
 
-The log holds camera-to-world matrices already in OpenCV axes. Open3D intrinsics put pixel centres at integer
-coordinates (cx = 319.5 for a 640-wide image); featurefields puts them at +0.5, so cx and cy gain half a pixel.
+The log holds camera-to-world matrices already in OpenCV axes. Open3D, ROS and calibration tools put pixel centres
+at integer coordinates (cx = 319.5 for a 640-wide image); featurefields puts them at +0.5, so cx and cy gain half a
+pixel. The other layouts: :mod:`.tum` (TUM RGB-D) and :mod:`.posefiles` (7-Scenes, ScanNet).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..errors import ConfigError, DataError
 from ..io import read_json
 from .load import (
@@ -21,7 +24,7 @@ from .load import (
     find_subdir,
     find_trajectory,
     image_size,
-    interval_split,
+    holdout_split,
     load_frames,
     natural_key,
     relative_name,
@@ -31,6 +34,7 @@ from .validate import (
     as_float,
     check_counts,
     check_exists,
+    check_image_size,
     check_intrinsics,
     check_nonempty_dir,
     check_pose,
@@ -41,13 +45,12 @@ from .validate import (
 PRIMESENSE = (525.0, 525.0, 319.5, 239.5, 640, 480)  # fx, fy, cx, cy (Open3D convention), width, height
 
 
-def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, depth_scale: float = 1000.0) -> SceneData:
-    """``depth_scale``: raw depth units per metre (1000 for millimetres). ``stride`` keeps every stride-th frame."""
+def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, depth_scale: float | None = None,
+              intrinsics: str | None = None) -> SceneData:
+    """``depth_scale``: raw depth units per metre (default 1000: millimetres). ``stride`` keeps every stride-th
+    frame. ``intrinsics``: see :func:`parse_intrinsics` (default: the Open3D json beside the frames)."""
     root = check_nonempty_dir(path)
-    if int(stride) != stride or stride < 1:
-        raise ConfigError(f"stride must be a positive integer, got {stride!r}")
-    if not depth_scale > 0:
-        raise ConfigError(f"depth_scale must be positive, got {depth_scale!r}")
+    depth_scale = check_rgbd_options(stride, depth_scale, 1000.0)
     color_dir = find_subdir(root, COLOR_DIRS)
     depth_dir = find_subdir(root, DEPTH_DIRS)
     if color_dir is None:
@@ -55,37 +58,88 @@ def load_rgbd(path: str | os.PathLike, opts: LoadOptions, *, stride: int = 1, de
     if depth_dir is None:
         raise DataError(f"{root}: no depth folder")
     log = find_trajectory(root)
-    colors = _list_images(color_dir, IMAGE_EXTS)
-    depths = _list_images(depth_dir, (".png",))
+    colors = list_images(color_dir, IMAGE_EXTS)
+    depths = list_images(depth_dir, (".png",))
     poses = read_trajectory_log(log)
     check_counts(str(root), **{f"{color_dir.name} images": len(colors), f"{depth_dir.name} images": len(depths),
                                f"poses in {relative_name(log, root)}": len(poses)})
 
     notes: list[str] = []
-    fx, fy, cx, cy, w, h, source = _intrinsics(root, log.parent)
     size = image_size(colors[0])
-    if source is None:
-        if size != (w, h):
-            raise DataError(f"{root}: no camera_*.json / intrinsic.json, and the PrimeSense default is for "
-                            f"{w}x{h} images, not {size[0]}x{size[1]}")
-        notes.append(f"{root.name}: no intrinsics file; using PrimeSense default fx=fy=525, cx=319.5, cy=239.5")
+    if intrinsics is not None:  # as given, for images of whatever size they are
+        (fx, fy, cx, cy), (w, h), source = parse_intrinsics(intrinsics), size, None
     else:
-        check_size(size, (w, h), f"image {relative_name(colors[0], root)}", f"declared in {source.name}")
-    K = np.array([[fx, 0.0, cx + 0.5], [0.0, fy, cy + 0.5], [0.0, 0.0, 1.0]])
+        fx, fy, cx, cy, w, h, source = _intrinsics(root, log.parent)
+        if source is None:
+            if size != (w, h):
+                raise DataError(f"{root}: no camera_*.json / intrinsic.json, and the PrimeSense default is for "
+                                f"{w}x{h} images, not {size[0]}x{size[1]} (pass --intrinsics fx,fy,cx,cy)")
+            notes.append(f"{root.name}: no intrinsics file; using PrimeSense default fx=fy=525, cx=319.5, cy=239.5")
+        else:
+            check_size(size, (w, h), f"image {relative_name(colors[0], root)}", f"declared in {source.name}")
+    K = K_from_opencv(fx, fy, cx, cy)
 
     keep = list(range(0, len(colors), int(stride)))
     specs = [
         FrameSpec(name=relative_name(colors[i], root), image=colors[i], depth=depths[i], depth_scale=1.0 / depth_scale,
                   c2w=check_pose(poses[i], f"{relative_name(log, root)} frame {i}"), K=K, size=(w, h),
-                  extras_from=source.name if source else "PrimeSense default")
+                  extras_from=source.name if source else "--intrinsics" if intrinsics else "PrimeSense default")
         for i in keep
     ]
-    train_idx, test_idx = interval_split(len(specs), opts.eval_every, str(root))
+    train_idx, test_idx = holdout_split(len(specs), opts, str(root))
     loaded = load_frames(specs, opts)
     return loaded.to_scene(root, specs, train_idx, test_idx, notes)
 
 
-def _list_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
+def check_rgbd_options(stride, depth_scale: float | None, default_scale: float) -> float:
+    """The layout's depth scale unless one is given; ConfigError for a bad stride or scale."""
+    validate.integer(stride, "stride", lo=1)
+    if depth_scale is None:
+        return default_scale
+    return validate.number(depth_scale, "depth_scale (raw depth units per metre)", lo=0, lo_open=True)
+
+
+def K_from_opencv(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """K with pixel centres at +0.5 from intrinsics in the OpenCV/ROS convention (integer pixel centres)."""
+    return np.array([[fx, 0.0, cx + 0.5], [0.0, fy, cy + 0.5], [0.0, 0.0, 1.0]])
+
+
+def parse_intrinsics(spec: str) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy), OpenCV/ROS convention, from ``fx,fy,cx,cy`` or a file: an Open3D intrinsics json, or a
+    text file holding a 3x3 (or ScanNet's 4x4) matrix or the four numbers (7-Scenes' camera-intrinsics.txt)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix == ".json":
+            return read_open3d_intrinsics(path)[:4]
+        return read_intrinsics_txt(path)
+    toks = spec.replace(",", " ").split()
+    try:
+        vals = [float(t) for t in toks]
+    except ValueError:
+        vals = []
+    if len(vals) != 4:
+        raise ConfigError(f"--intrinsics {spec!r}: expected fx,fy,cx,cy (pixels, OpenCV convention) or an "
+                          "intrinsics file that exists")
+    check_intrinsics(*vals, f"--intrinsics {spec}")
+    return vals[0], vals[1], vals[2], vals[3]
+
+
+def read_intrinsics_txt(path: Path) -> tuple[float, float, float, float]:
+    """A whitespace-separated 3x3 or 4x4 matrix, or 'fx fy cx cy'."""
+    vals = [as_float(t, f"{path}") for t in path.read_text().split()]
+    if len(vals) in (9, 16):
+        n = 3 if len(vals) == 9 else 4
+        M = np.array(vals).reshape(n, n)
+        fx, fy, cx, cy = M[0, 0], M[1, 1], M[0, 2], M[1, 2]
+    elif len(vals) == 4:
+        fx, fy, cx, cy = vals
+    else:
+        raise DataError(f"{path}: expected a 3x3 or 4x4 intrinsics matrix or 'fx fy cx cy', got {len(vals)} numbers")
+    check_intrinsics(fx, fy, cx, cy, str(path))
+    return float(fx), float(fy), float(cx), float(cy)
+
+
+def list_images(folder: Path, exts: tuple[str, ...]) -> list[Path]:
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts),
                    key=lambda p: natural_key(p.name))
     if not files:
@@ -97,7 +151,13 @@ def read_trajectory_log(path: str | os.PathLike) -> list[np.ndarray]:
     """Camera-to-world [4, 4] float64 matrices from a Redwood/Open3D ``.log``: per frame a header line of three
     integers, then four rows of four numbers."""
     path = check_exists(path)
-    lines = [(n, ln.split()) for n, ln in enumerate(path.read_text().splitlines(), 1) if ln.strip()]
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        content = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file") from None
+    lines = [(n, ln.split()) for n, ln in enumerate(content.splitlines(), 1) if ln.strip()]
     if not lines:
         raise DataError(f"{path}: empty trajectory")
     if len(lines) % 5:
@@ -105,7 +165,7 @@ def read_trajectory_log(path: str | os.PathLike) -> list[np.ndarray]:
     poses = []
     for b in range(0, len(lines), 5):
         n, head = lines[b]
-        if len(head) != 3 or not all(t.lstrip("-").isdigit() for t in head):
+        if len(head) != 3 or not all(t.lstrip("-").isascii() and t.lstrip("-").isdigit() for t in head):
             raise DataError(f"{path} line {n}: expected a header of three integers, got {' '.join(head)!r}")
         rows = []
         for n, toks in lines[b + 1:b + 5]:
@@ -124,11 +184,9 @@ def read_open3d_intrinsics(path: Path) -> tuple[float, float, float, float, int,
     if not isinstance(m, list) or len(m) != 9:
         raise DataError(f"{path}: intrinsic_matrix must list 9 numbers (column-major 3x3)")
     K = np.array([as_float(v, f"{path}: intrinsic_matrix") for v in m]).reshape(3, 3).T
-    w, h = int(as_float(meta["width"], f"{path}: width")), int(as_float(meta["height"], f"{path}: height"))
-    if w <= 0 or h <= 0:
-        raise DataError(f"{path}: image size {w}x{h} is not positive")
+    w, h = check_image_size(meta["width"], meta["height"], str(path))
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    check_intrinsics(fx, fy, cx, cy, str(path))
+    check_intrinsics(fx, fy, cx + 0.5, cy + 0.5, str(path), (w, h))
     return float(fx), float(fy), float(cx), float(cy), w, h
 
 

@@ -109,16 +109,20 @@ class FeatureField(ABC):
     def __init__(self, *, teachers: dict[str, "Teacher"] | None = None, teacher_records: Sequence[dict] = (),
                  train_config: dict | None = None, scene: "SceneData | None" = None,
                  scene_root: str | Path | None = None, background: Sequence[float] | None = None,
-                 source: str = "<field>"):
+                 source: str = "<field>", cameras: dict | None = None, frame_info: dict | None = None):
         self._teachers: dict[str, Teacher] = dict(teachers or {})
         self._records = {r["name"]: r for r in teacher_records}
         self.train_config = dict(train_config or {})
         self._scene = scene
         self.scene_root = Path(scene_root) if scene_root is not None else (scene.root if scene is not None else None)
+        self.scene_given = False  # True: the caller chose scene_root (--scene), it is not the checkpoint's record
         bg = background if background is not None else self.train_config.get("background", (1.0, 1.0, 1.0))
         self.background = torch.tensor(list(bg), dtype=torch.float32)
         self.source = source
+        self._cameras = cameras  # the poses as trained, by frame name (refined under --optimize-cameras)
+        self._frame_info = frame_info  # the frame as trained (e.g. a COLMAP frame made metric)
         self._surface_cache: dict[tuple, SurfacePoints] = {}
+        self._localize_indexes: dict[str, Any] = {}  # localisation maps by settings (featurefields.localize)
         self._engine = None
 
     # ---- what it is -----------------------------------------------------------------------------------------
@@ -151,15 +155,24 @@ class FeatureField(ABC):
                 raise DataError(f"{self.source}: no scene is recorded for this field; pass one explicitly "
                                 "(--scene)")
             if not Path(self.scene_root).exists():
+                if self.scene_given:
+                    raise DataError(f"scene folder {self.scene_root} does not exist")
                 raise DataError(f"the scene this field was trained on is gone: {self.scene_root} (pass --scene to "
                                 "point at it)")
             from ..data import load_scene
+            from ..train.cameras import apply_trained_cameras
 
             c = self.train_config
-            self._scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0),
-                                     max_size=c.get("max_size"), eval_every=c.get("eval_every", 8),
-                                     background=tuple(c.get("background", (1.0, 1.0, 1.0))),
-                                     stride=c.get("stride", 1), depth_scale=c.get("depth_scale", 1000.0))
+            cache = Path(self.source).parent / "cache" / "undistorted"
+            # Not rescaled here: the checkpoint's poses (applied below) are already in the frame it was trained in.
+            scene = load_scene(self.scene_root, downscale=c.get("downscale", 1.0), max_size=c.get("max_size"),
+                               eval_every=c.get("eval_every", 8),
+                               background=tuple(c.get("background", (1.0, 1.0, 1.0))), stride=c.get("stride", 1),
+                               depth_scale=c.get("depth_scale"), intrinsics=c.get("intrinsics"),
+                               undistort_cache=cache if cache.is_dir() else True,
+                               allow_outside_root=bool(c.get("allow_outside_scene", False)),
+                               holdout=c.get("holdout"))
+            self._scene = apply_trained_cameras(scene, self._cameras, self._frame_info)
         return self._scene
 
     def attach_scene(self, scene: "SceneData | None" = None, root: str | Path | None = None) -> None:
@@ -167,7 +180,7 @@ class FeatureField(ABC):
         if scene is not None:
             self._scene, self.scene_root = scene, Path(scene.root)
         elif root is not None:
-            self._scene, self.scene_root = None, Path(root)
+            self._scene, self.scene_root, self.scene_given = None, Path(root), True
 
     @property
     def label_names(self) -> list[str] | None:
@@ -179,11 +192,10 @@ class FeatureField(ABC):
 
     def frame_view(self, i: int) -> View:
         s = self.scene
-        if not -len(s) <= i < len(s):
+        if not 0 <= i < len(s):  # (no Python-style -1: a typo would silently pick the last frame)
             from ..query.relevancy import QueryError
 
             raise QueryError(f"frame {i} does not exist; the scene has frames 0..{len(s) - 1}")
-        i %= len(s)
         return View(s.frame_names[i], self.scene_pose_to_world(s.cameras.c2w[i]), s.cameras.K[i], s.width,
                     s.height, s.images[i], i)
 
@@ -239,7 +251,8 @@ class FeatureField(ABC):
     @abstractmethod
     def render(self, view: View, *, with_features: bool = True, c2w: Tensor | None = None) -> "FieldRender":
         """Render ``view`` (or the pose ``c2w`` [4, 4] with the view's intrinsics, differentiably when it requires
-        grad): rgb, raw feature channels, depth along the optical axis (world units), alpha."""
+        grad; the field itself stays constant): rgb, raw feature channels, depth along the optical axis (world
+        units), alpha."""
 
     @abstractmethod
     def decode(self, features: Tensor, teacher: str) -> Tensor:
@@ -328,9 +341,18 @@ class FeatureField(ABC):
 
         return plan_grasps(self, text, gripper=gripper, k=k, **options)
 
+    def localize(self, image, intrinsics, *, depth=None, **options):
+        """The camera pose of ``image`` in this field's world frame, with no initial guess: a
+        :class:`~featurefields.localize.PoseEstimate` (check ``.success``; see :func:`featurefields.localize.localize`
+        for the inputs and options)."""
+        from ..localize import localize
+
+        return localize(self, image, intrinsics, depth=depth, **options)
+
     def invalidate(self) -> None:
-        """Forget cached derived data (surface, engine state) after the field changed."""
+        """Forget cached derived data (surface, localisation maps, engine state) after the field changed."""
         self._surface_cache.clear()
+        self._localize_indexes.clear()
 
 
 def similarity_pose(world_from_scene: Tensor, c2w: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..errors import DataError
 from ..render import eval_sh_backend
 from ..render.sh import num_sh_bases
 
@@ -175,3 +176,64 @@ class GaussianField(nn.Module):
         f.replace_params(p)
         f.decoder.load_state_dict(state["decoder"])
         return f
+
+
+# ---- validation of stored fields (checkpoints, PLY files): one line naming the entry, never a later crash ------
+MAX_TEACHER_DIM = 65536
+
+
+def check_layout(lay, where: str) -> FeatureLayout:
+    """A FeatureLayout.to_dict() from a file: teacher names and widths, latent width, head size, view degree."""
+    from ..validate import integer, mapping, text
+
+    lay = mapping(lay, f"{where}.layout")
+    teachers = lay.get("teachers")
+    if not isinstance(teachers, list):
+        raise DataError(f"{where}.layout.teachers: expected a list, got {type(teachers).__name__}")
+    specs = []
+    for i, t in enumerate(teachers):
+        t = mapping(t, f"{where}.layout.teachers[{i}]")
+        specs.append(TeacherSpec(text(t.get("name"), f"{where}.layout.teachers[{i}].name", error=DataError),
+                                 integer(t.get("dim"), f"{where}.layout.teachers[{i}].dim", lo=1, hi=MAX_TEACHER_DIM,
+                                         error=DataError)))
+    latent, hidden, degree = (integer(lay.get(k, 0), f"{where}.layout.{k}", lo=0, hi=hi, error=DataError)
+                              for k, hi in (("latent_dim", 4096), ("decoder_hidden", 65536), ("view_degree", 3)))
+    return FeatureLayout(specs, latent, hidden, degree)
+
+
+def check_params(params, sh_degree: int, layout: FeatureLayout, where: str) -> int:
+    """Parameter tensors that agree in length N and match the SH degree and layout, all finite; returns N."""
+    from ..validate import mapping, tensor
+
+    params = mapping(params, f"{where}.params")
+    n = tensor(params.get("means"), f"{where}.params.means", (None, 3)).shape[0]
+    shapes = {"log_scales": (n, 3), "quats": (n, 4), "opacity_logits": (n,), "sh0": (n, 1, 3),
+              "shN": (n, num_sh_bases(sh_degree) - 1, 3), "features": (n, layout.width),
+              "features_view": (n, num_sh_bases(layout.view_degree) - 1, layout.width)}
+    for name, shape in shapes.items():
+        if name == "features_view" and name not in params:  # stored before view-dependent features existed
+            continue
+        tensor(params.get(name), f"{where}.params.{name}", shape)
+    if n and bool((params["quats"].norm(dim=-1) == 0).any()):
+        raise DataError(f"{where}.params.quats: some rotations are all zeros")
+    return n
+
+
+def check_state(fs, where: str) -> int:
+    """A GaussianField.state() dict: consistent shapes, finite values, decoder heads matching the layout.
+    Returns the Gaussian count."""
+    from ..io import one_reason
+    from ..validate import integer, mapping, tensor
+
+    fs = mapping(fs, where)
+    sh_degree = integer(fs.get("sh_degree"), f"{where}.sh_degree", lo=0, hi=3, error=DataError)
+    layout = check_layout(fs.get("layout"), where)
+    n = check_params(fs.get("params"), sh_degree, layout, where)
+    decoder = mapping(fs.get("decoder"), f"{where}.decoder")
+    for k, v in decoder.items():
+        tensor(v, f"{where}.decoder.{k}", tuple(None for _ in range(getattr(v, "ndim", 0))))
+    try:
+        FeatureDecoder(layout).load_state_dict(dict(decoder))
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{where}.decoder: does not match the feature layout ({one_reason(e)[:200]})") from None
+    return n

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..io import atomic_path, one_reason
-from .gaussians import FeatureLayout, GaussianField
+from ..io import atomic_path, one_reason, read_plyfile
+from .gaussians import FeatureLayout, GaussianField, check_layout, check_params
 
 COMMENT_TAG = "featurefields "
 
@@ -59,21 +59,22 @@ def write_ply(path: str | Path, field: GaussianField, world_from_scene: torch.Te
 
 def read_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a PLY written by :func:`write_ply` (or plain 3DGS): raw parameter tensors and the metadata dict."""
-    from plyfile import PlyData
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: PLY file not found")
+    ply = read_plyfile(path, "PLY file")
     try:
-        ply = PlyData.read(str(path))
         v = ply["vertex"].data
-    except Exception as e:  # plyfile raises a variety of errors on corrupt input
-        raise DataError(f"{path}: not a readable PLY file ({one_reason(e)})") from None
+    except (KeyError, ValueError) as e:
+        raise DataError(f"{path}: not a Gaussian-splat PLY ({one_reason(e)})") from None
     names = v.dtype.names
     meta = {}
     for c in ply.comments:
         if c.startswith(COMMENT_TAG):
-            meta = json.loads(c[len(COMMENT_TAG):])
+            try:
+                meta = json.loads(c[len(COMMENT_TAG):])
+            except ValueError:
+                raise DataError(f"{path}: its featurefields header comment is not valid JSON") from None
+            if not isinstance(meta, dict):
+                raise DataError(f"{path}: its featurefields header comment is not a JSON object")
     for required in ("x", "opacity", "scale_0", "rot_0", "f_dc_0"):
         if required not in names:
             raise DataError(f"{path}: not a Gaussian-splat PLY (no '{required}' property)")
@@ -84,17 +85,23 @@ def read_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         return np.stack([v[k] for k in keys], -1).astype(np.float32) if keys else np.zeros((len(v), 0), np.float32)
 
     n = len(v)
-    f_rest = cols("f_rest_")
-    params = {
-        "means": np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32),
-        "sh0": cols("f_dc_")[:, None, :],
-        "shN": f_rest.reshape(n, 3, -1).transpose(0, 2, 1),
-        "opacity_logits": np.asarray(v["opacity"], np.float32),
-        "log_scales": cols("scale_"),
-        "quats": cols("rot_"),
-        "features": cols("feat_"),
-    }
-    width, view = params["features"].shape[1], cols("feat_view_")
+    try:
+        f_rest = cols("f_rest_")
+        if f_rest.shape[1] % 3:
+            raise DataError(f"{path}: {f_rest.shape[1]} f_rest_* properties is not three per SH coefficient")
+        params = {
+            "means": np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32),
+            "sh0": cols("f_dc_")[:, None, :],
+            "shN": f_rest.reshape(n, 3, -1).transpose(0, 2, 1),
+            "opacity_logits": np.asarray(v["opacity"], np.float32),
+            "log_scales": cols("scale_"),
+            "quats": cols("rot_"),
+            "features": cols("feat_"),
+        }
+        view = cols("feat_view_")
+    except (KeyError, ValueError, TypeError) as e:  # e.g. a list property where a number belongs
+        raise DataError(f"{path}: not a Gaussian-splat PLY ({one_reason(e)})") from None
+    width = params["features"].shape[1]
     if view.shape[1] % max(width, 1):
         raise DataError(f"{path}: {view.shape[1]} view-dependent feature properties for {width} features")
     params["features_view"] = view.reshape(n, view.shape[1] // width if width else 0, width)
@@ -102,16 +109,20 @@ def read_ply(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def field_from_ply(path: str | Path) -> GaussianField:
+    from ..validate import integer
+
     params, meta = read_ply(path)
     n_rest = params["shN"].shape[1]
-    sh_degree = meta.get("sh_degree", int(round((n_rest + 1) ** 0.5)) - 1)
-    layout = FeatureLayout.from_dict(meta["layout"]) if "layout" in meta else FeatureLayout([], 0)
+    sh_degree = integer(meta.get("sh_degree", int(round((n_rest + 1) ** 0.5)) - 1), f"{path}: sh_degree", lo=0,
+                        hi=3, error=DataError)
+    layout = check_layout(meta["layout"], str(path)) if "layout" in meta else FeatureLayout([], 0)
     if layout.width != params["features"].shape[1]:
         raise DataError(f"{path}: {params['features'].shape[1]} feature properties, but its layout says "
                         f"{layout.width}")
     if params["features_view"].shape[1] != (layout.view_degree + 1) ** 2 - 1:
         raise DataError(f"{path}: view-dependent features of {params['features_view'].shape[1]} SH coefficients, "
                         f"but its layout says degree {layout.view_degree}")
+    check_params(params, sh_degree, layout, str(path))
     field = GaussianField(params["means"], torch.zeros_like(params["means"]), params["log_scales"], layout, sh_degree)
     field.replace_params(params)
     return field

@@ -7,6 +7,7 @@ view-dependent field would be lossy work for nothing).
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,16 +48,19 @@ class GaussianFeatureField(FeatureField):
                         ) -> "GaussianFeatureField":
         from ..train.checkpoint import load_checkpoint
 
-        state = load_checkpoint(path)
+        state = load_checkpoint(path)  # validated: shapes agree, values finite, decoder fits the layout
         try:
             gaussians = GaussianField.from_state(state["field"]).to(device)
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             raise DataError(f"{path}: checkpoint holds no usable field ({type(e).__name__}: {e})") from None
-        info = state.get("scene", {}) if isinstance(state.get("scene"), dict) else {}
+        info = state.get("scene") or {}
+        given = kwargs.get("scene_root") is not None
         kwargs.setdefault("scene_root", info.get("root"))
-        return cls(gaussians, teacher_records=state.get("teachers", []), train_config=state.get("config", {}),
-                   world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
-                   source=str(path), **kwargs)
+        field = cls(gaussians, teacher_records=state.get("teachers") or [], train_config=state.get("config") or {},
+                    world_from_scene=torch.tensor(info.get("world_from_scene", np.eye(4).tolist())),
+                    source=str(path), cameras=state.get("cameras"), frame_info=info.get("frame_info"), **kwargs)
+        field.scene_given = given
+        return field
 
     @classmethod
     def from_ply(cls, path: str | Path, *, device: str | torch.device = "cpu", **kwargs) -> "GaussianFeatureField":
@@ -102,7 +106,7 @@ class GaussianFeatureField(FeatureField):
         if not self._is_identity():  # world camera -> the Gaussians' frame (a similarity: scale stays in the pose)
             pose = torch.linalg.inv(self._wfs.to(pose)) @ pose
         bg = self.background.to(self.device)
-        with torch.set_grad_enabled(pose.requires_grad):
+        with torch.set_grad_enabled(pose.requires_grad), constant_parameters(self.gaussians):
             return render_field(self.gaussians, pose, view.K.to(self.device).float(), view.width, view.height,
                                 background=bg, with_features=with_features)
 
@@ -199,6 +203,20 @@ class MixtureIndex:
         for gid in np.unique(group):
             members = np.nonzero(group == gid)[0]
             self.groups.append((members, cKDTree(means_np[members]), float(size[members].max())))
+
+
+@contextlib.contextmanager
+def constant_parameters(module: nn.Module):
+    """Treat ``module``'s parameters as constants while the block builds a graph: a render differentiated for the
+    camera pose (localisation) must not pay for, or accumulate, gradients of every Gaussian."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,

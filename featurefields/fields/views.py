@@ -36,9 +36,9 @@ def parse_views(field: "FeatureField", spec: str | Sequence[int | str] = "test")
             if not idx:
                 raise QueryError(f"the scene has no {key} views")
             return [field.frame_view(i) for i in idx]
-        if key.startswith("novel"):
+        if key == "novel" or key.startswith("novel:"):
             n = key.partition(":")[2] or "4"
-            if not n.isdigit() or not 1 <= int(n) <= MAX_NOVEL_VIEWS:
+            if not (n.isascii() and n.isdigit()) or not 1 <= int(n) <= MAX_NOVEL_VIEWS:
                 raise QueryError(f"--views {spec!r}: use novel:N with N between 1 and {MAX_NOVEL_VIEWS}")
             return interpolated_views(field, int(n))
         items: list[int | str] = [t.strip() for t in key.split(",") if t.strip()]
@@ -46,11 +46,13 @@ def parse_views(field: "FeatureField", spec: str | Sequence[int | str] = "test")
         items = list(spec)
     if not items:
         raise QueryError("no views given")
+    if len(items) > MAX_NOVEL_VIEWS:
+        raise QueryError(f"{len(items)} views asked for; at most {MAX_NOVEL_VIEWS} at a time")
     out = []
     stems = {Path(n).stem: i for i, n in enumerate(s.frame_names)}
     names = {n: i for i, n in enumerate(s.frame_names)}
     for it in items:
-        if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isdigit()):
+        if isinstance(it, int) or (isinstance(it, str) and it.lstrip("-").isascii() and it.lstrip("-").isdigit()):
             out.append(field.frame_view(int(it)))
         elif it in names or it in stems:
             out.append(field.frame_view(names.get(it, stems.get(it))))
@@ -88,47 +90,49 @@ def slerp_rotation(ra: Tensor, rb: Tensor, t: float) -> Tensor:
 def views_from_camera_file(path: str | Path, default: View | None = None) -> list[View]:
     """Novel views from a JSON file: one camera or a list (or {"frames": [...]}). Each has either ``c2w``
     (OpenCV camera-to-world, world frame) or ``transform_matrix`` (nerfstudio/OpenGL), and either ``K`` or
-    fl_x/fl_y/cx/cy plus ``width``/``height`` (or w/h); missing intrinsics come from ``default`` (a scene frame)."""
+    fl_x/fl_y/cx/cy plus ``width``/``height`` (or w/h); missing intrinsics come from ``default`` (a scene frame).
+
+    Every camera is checked like a scene frame (:mod:`featurefields.data.validate`): a rigid pose with bottom
+    row [0, 0, 0, 1], positive focal lengths giving a pinhole field of view, a size within the render limits."""
+    from ..data.validate import as_float, check_image_size, check_K, check_pose
+    from ..validate import text
+
     path = Path(path)
     data = read_json(path)
     items = data.get("frames", [data]) if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise DataError(f"{path}: expected a camera object, a list of them, or {{\"frames\": [...]}}")
+    if len(items) > MAX_NOVEL_VIEWS:
+        raise DataError(f"{path}: {len(items)} cameras; at most {MAX_NOVEL_VIEWS} per file")
     views = []
     for j, c in enumerate(items):
         where = f"{path} camera {j}"
         if not isinstance(c, dict):
             raise DataError(f"{where}: not an object")
-        try:
-            if "c2w" in c:
-                c2w = torch.tensor(c["c2w"], dtype=torch.float64)
-            elif "transform_matrix" in c:
-                c2w = torch.tensor(c["transform_matrix"], dtype=torch.float64) @ GL_TO_CV.double()
-            else:
-                raise DataError(f"{where}: needs 'c2w' (OpenCV) or 'transform_matrix' (nerfstudio)")
-            if c2w.shape == (3, 4):
-                c2w = torch.cat([c2w, torch.tensor([[0.0, 0, 0, 1]], dtype=torch.float64)])
-            w = int(c.get("width", c.get("w", default.width if default else 0)))
-            h = int(c.get("height", c.get("h", default.height if default else 0)))
-            if "K" in c:
-                K = torch.tensor(c["K"], dtype=torch.float32)
-            elif "fl_x" in c:
-                K = torch.tensor([[c["fl_x"], 0, c.get("cx", w / 2)], [0, c.get("fl_y", c["fl_x"]), c.get("cy", h / 2)],
-                                  [0, 0, 1]], dtype=torch.float32)
-            elif default is not None:
-                K = default.K.clone()
-            else:
-                raise DataError(f"{where}: needs intrinsics ('K' or fl_x/fl_y/cx/cy)")
-        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-            raise DataError(f"{where}: malformed camera ({e})") from None
-        if c2w.shape != (4, 4) or K.shape != (3, 3) or w < 1 or h < 1:
-            raise DataError(f"{where}: need a 4x4 pose, a 3x3 K and a positive width and height")
-        if not (torch.isfinite(c2w).all() and torch.isfinite(K).all()):
-            raise DataError(f"{where}: pose or intrinsics contain NaN or inf")
-        rot = c2w[:3, :3]
-        if not torch.allclose(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-3):
-            raise DataError(f"{where}: the pose's rotation is not orthonormal")
-        views.append(View(str(c.get("name", f"{path.stem}_{j:03d}")), c2w.float(), K, w, h))
+        if "c2w" in c:
+            c2w = check_pose(c["c2w"], f"{where}: c2w")
+        elif "transform_matrix" in c:
+            c2w = check_pose(c["transform_matrix"], f"{where}: transform_matrix") @ GL_TO_CV.double().numpy()
+        else:
+            raise DataError(f"{where}: needs 'c2w' (OpenCV) or 'transform_matrix' (nerfstudio)")
+        w = c.get("width", c.get("w", default.width if default else None))
+        h = c.get("height", c.get("h", default.height if default else None))
+        if w is None or h is None:
+            raise DataError(f"{where}: needs 'width' and 'height' (no scene frame to take them from)")
+        w, h = check_image_size(w, h, where)
+        if "K" in c:
+            K = check_K(c["K"], where, (w, h))
+        elif "fl_x" in c:
+            fx = as_float(c["fl_x"], f"{where}: fl_x")
+            fy = as_float(c.get("fl_y", fx), f"{where}: fl_y")
+            cx, cy = as_float(c.get("cx", w / 2), f"{where}: cx"), as_float(c.get("cy", h / 2), f"{where}: cy")
+            K = check_K([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], where, (w, h), ("fl_x", "fl_y"))
+        elif default is not None:
+            K = check_K(default.K.double().numpy(), where, (w, h))
+        else:
+            raise DataError(f"{where}: needs intrinsics ('K' or fl_x/fl_y/cx/cy)")
+        name = text(c.get("name", f"{path.stem}_{j:03d}"), f"{where}: name", max_chars=120, error=DataError)
+        views.append(View(name, torch.from_numpy(c2w).float(), torch.from_numpy(K).float(), w, h))
     return views
 
 

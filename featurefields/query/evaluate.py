@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from ..io import read_json, write_image, write_json
+from ..io import one_reason, read_json, write_image, write_json
 from ..viz import labelled_row, stack_rows, to_uint8
 from .engine import DEFAULT_MIN_OPACITY, DEFAULT_THRESHOLD, QueryEngine, View
 from .selection import Selection
@@ -46,18 +46,24 @@ class SegmentationConfig:
     # lift rarely has any, and on a dense field a thin part such as a bottle's neck can fall off the graph)
     lift: str = "views"  # 3D selection: 'views' (what Gaussians render as in the training views) or 'features'
     teacher: str | None = None
+    require_3d: bool = True  # a scene without objects.json is refused (False: evaluate the 2D masks alone)
 
 
 def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = None,
                           out_dir: str | Path | None = None) -> dict:
     """Run the evaluation; with ``out_dir``, write ``segmentation.json`` and ``segmentation_grid.png`` there."""
     cfg = cfg or SegmentationConfig()
+    if cfg.lift not in ("views", "features"):
+        raise ConfigError(f"lift must be 'views' or 'features', not {cfg.lift!r}")
     t0 = time.perf_counter()
     scene = engine.scene
     names = scene.label_names
     if scene.semantics is None or not names:
         raise DataError(f"{scene.root}: the scene has no semantic masks to evaluate against")
     objects = load_objects(scene.root)
+    if not objects and cfg.require_3d:
+        raise DataError(f"{Path(scene.root) / 'objects.json'} not found: 3D precision/recall need each object's "
+                        "mesh and pose; pass --2d-only to evaluate the 2D masks alone")
     classes = label_classes(objects, names)
     parts = [p["label"] for o in objects for p in o.get("parts", []) if p["label"] in names]
     labels = cfg.labels or ([o["label"] for o in objects if o["label"] in names] + parts if objects else
@@ -71,6 +77,9 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
     if not views:
         raise DataError("segmentation needs scene frames with ground-truth masks, not novel views")
 
+    # every ground-truth mesh is read (and checked) before any rendering
+    means_world = engine.field.element_positions().cpu()
+    gt3d = GroundTruth3D(means_world, load_scene_meshes(scene.root), scene.root) if objects else None
     per_label: dict[str, dict] = {lab: {"iou_per_view": {}} for lab in labels}
     grid_rows = []
     for v in views:
@@ -87,31 +96,27 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
                 per_label[lab]["iou_per_view"][v.stem] = int((pred & truth).sum()) / union
         grid_rows.append(_grid_row(v, out.rgb, gt, pred_masks, names, labels))
 
-    if cfg.lift not in ("views", "features"):
-        raise ConfigError(f"lift must be 'views' or 'features', not {cfg.lift!r}")
     options = dict(threshold=cfg.threshold, min_opacity=cfg.min_opacity, clean=cfg.clean, negatives=cfg.negatives,
                    teacher=cfg.teacher)
     opacities = engine.field.element_opacities().cpu()
     opaque = opacities >= cfg.min_opacity
-    means_world = engine.field.element_positions().cpu()
     has_3d = bool(objects)
     lifted = {}
     if has_3d and cfg.lift == "views":  # every label in one render and one weight pass per training view
         lifted = dict(zip(labels, engine.select_each_by_views(labels, **options)))
-    gt = GroundTruth3D(means_world, load_scene_meshes(scene.root), scene.root) if has_3d else None
     for lab in labels:
         row = per_label[lab]
         ious = list(row["iou_per_view"].values())
         row["iou"] = float(np.mean(ious)) if ious else float("nan")
-        if gt is None:
+        if gt3d is None:
             continue
         sel = lifted[lab] if cfg.lift == "views" else engine.select(lab, **options)
-        truth = Selection(gt.inside(lab, cfg.dilation)).opaque(opacities, cfg.min_opacity)
-        literal = Selection(gt.inside(lab, cfg.dilation, exclusive=False)).opaque(opacities, cfg.min_opacity)
+        truth = Selection(gt3d.inside(lab, cfg.dilation)).opaque(opacities, cfg.min_opacity)
+        literal = Selection(gt3d.inside(lab, cfg.dilation, exclusive=False)).opaque(opacities, cfg.min_opacity)
         tp, tp_lit = (sel & truth).count, (sel & literal).count
         fp = (sel - truth).mask
         if fp.any():  # how far the false positives are from the object says whether geometry or labels are off
-            d = gt.distance(lab)[fp]
+            d = gt3d.distance(lab)[fp]
             row["false_positive_distance_m"] = {f"p{q}": round(float(d.quantile(q / 100)), 4) for q in (10, 50, 90)}
         row.update({
             "precision_3d": tp / sel.count if sel.count else 0.0,
@@ -170,23 +175,44 @@ def evaluate_segmentation(engine: QueryEngine, cfg: SegmentationConfig | None = 
 
 
 def load_objects(root: str | Path) -> list[dict]:
-    """objects.json's objects (label, mesh, pose) if the scene has one, else []."""
+    """objects.json's objects (label, mesh, pose) if the scene has one, else []; each checked (a label, a mesh
+    file inside the scene folder, a rigid 4x4 pose)."""
     path = Path(root) / "objects.json"
     if not path.is_file():
         return []
     data = read_json(path)
-    objects = data.get("objects", []) if isinstance(data, dict) else []
-    for o in objects:
-        if not {"label", "mesh", "pose"} <= set(o):
-            raise DataError(f"{path}: every object needs label, mesh and pose")
-    return objects
+    objects = data.get("objects", []) if isinstance(data, dict) else None
+    if not isinstance(objects, list):
+        raise DataError(f"{path}: expected {{\"objects\": [...]}}")
+    return [_check_object(o, path, root, f"objects[{i}]") for i, o in enumerate(objects)]
+
+
+def _check_object(o, path: Path, root: str | Path, where: str) -> dict:
+    from ..data.validate import check_pose, resolve_inside
+    from ..validate import text
+
+    if not isinstance(o, dict) or not {"label", "mesh", "pose"} <= set(o):
+        raise DataError(f"{path}: {where}: every object needs label, mesh and pose")
+    text(o["label"], f"{path}: {where}.label", error=DataError)
+    resolve_inside(Path(root), o["mesh"], f"{path}: {where}.mesh")
+    if "rest_mesh" in o:
+        resolve_inside(Path(root), o["rest_mesh"], f"{path}: {where}.rest_mesh")
+    parts = o.get("parts", [])
+    if not isinstance(parts, list) or not all(isinstance(q, dict) and {"label", "mesh"} <= set(q) for q in parts):
+        raise DataError(f"{path}: {where}.parts: expected a list of {{label, mesh}}")
+    for j, q in enumerate(parts):
+        text(q["label"], f"{path}: {where}.parts[{j}].label", error=DataError)
+        resolve_inside(Path(root), q["mesh"], f"{path}: {where}.parts[{j}].mesh")
+    return {**o, "pose": check_pose(o["pose"], f"{path}: {where}.pose")}
 
 
 def load_scene_meshes(root: str | Path) -> list[dict]:
     """Every posed mesh objects.json lists: its objects, their named parts and what is left of each object without
     them (so a part's ground truth stops where the rest of its object is nearer), the table and the room."""
-    data = read_json(Path(root) / "objects.json")
-    extra = [data[k] for k in ("table", "room") if isinstance(data.get(k), dict) and "mesh" in data[k]]
+    path = Path(root) / "objects.json"
+    data = read_json(path)
+    extra = [_check_object(data[k], path, root, k) for k in ("table", "room")
+             if isinstance(data.get(k), dict) and "mesh" in data[k]]
     objects = load_objects(root)
     pieces = []
     for o in objects:
@@ -207,6 +233,30 @@ def label_classes(objects: list[dict], names: list[str]) -> dict[str, list[int]]
     return out
 
 
+def read_mesh(path: Path, what: str = "mesh"):
+    """A PLY triangle mesh as an open3d TriangleMesh. Read with plyfile, whose errors are exceptions (open3d's
+    own reader prints a stray 'RPly:' line and returns an empty mesh on a damaged file)."""
+    import open3d as o3d
+
+    from ..io import read_plyfile
+
+    ply = read_plyfile(path, what)
+    try:
+        v = ply["vertex"]
+        verts = np.stack([np.asarray(v[k], np.float64) for k in ("x", "y", "z")], 1)
+        faces = ply["face"].data
+        key = "vertex_indices" if "vertex_indices" in faces.dtype.names else faces.dtype.names[0]
+        tris = np.stack([np.asarray(f, np.int64) for f in faces[key]]) if len(faces) else np.zeros((0, 3), np.int64)
+    except (KeyError, ValueError, IndexError, TypeError) as e:
+        raise DataError(f"{path}: not a readable {what} ({one_reason(e)})") from None
+    if tris.ndim != 2 or tris.shape[1] != 3 or len(tris) == 0:
+        raise DataError(f"{path}: {what} is not a triangle mesh")
+    if not np.all(np.isfinite(verts)) or tris.min() < 0 or tris.max() >= len(verts):
+        raise DataError(f"{path}: {what} has non-finite vertices or face indices out of range")
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(tris))
+    return mesh
+
+
 class GroundTruth3D:
     """Distances (and enclosure) of a set of points to each posed mesh of a scene, computed once per mesh."""
 
@@ -217,12 +267,7 @@ class GroundTruth3D:
         q = o3d.core.Tensor(points_world.numpy().astype(np.float32))
         dist, occ = [], []
         for m in meshes:
-            path = Path(root) / m["mesh"]
-            if not path.is_file():
-                raise DataError(f"{path}: mesh of {m['label']} not found")
-            mesh = o3d.io.read_triangle_mesh(str(path))
-            if len(mesh.triangles) == 0:
-                raise DataError(f"{path}: not a triangle mesh")
+            mesh = read_mesh(Path(root) / m["mesh"], f"mesh of {m['label']}")
             mesh.transform(np.asarray(m["pose"], dtype=np.float64))
             rc = o3d.t.geometry.RaycastingScene()
             rc.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import validate
 from ..errors import ConfigError, FFError
 
 CANONICAL_NEGATIVES: tuple[str, ...] = ("object", "things", "stuff", "texture")
@@ -38,6 +39,7 @@ def split_phrases(text: str, what: str = "query") -> list[str]:
     """'red mug; bowl' -> ['red mug', 'bowl']: ';'-separated phrases, whitespace collapsed, duplicates dropped."""
     if not isinstance(text, str):
         raise QueryError(f"{what} must be text, not {type(text).__name__}")
+    validate.text(text, what, error=QueryError)
     if len(text) > MAX_QUERY_CHARS:
         raise QueryError(f"{what} is {len(text)} characters long; the limit is {MAX_QUERY_CHARS} "
                          "(a few short phrases separated by ';')")

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 from ..io import atomic_path, one_reason
+from ..validate import tensor
 
 SELECTION_FORMAT = "featurefields-selection-1"
 
@@ -139,8 +140,10 @@ class Selection:
         except Exception as e:
             raise DataError(f"{path}: not a readable selection file ({one_reason(e)})") from None
         if not isinstance(d, dict) or d.get("format") != SELECTION_FORMAT:
-            raise DataError(f"{path}: not a featurefields selection (write one with ff-query --save-selection)")
-        sel = cls(d["mask"])
+            raise DataError(f"{path}: not a featurefields selection (ff-query writes one as selection.pt)")
+        if "mask" not in d:
+            raise DataError(f"{path}: selection file holds no mask")
+        sel = cls(tensor(d["mask"], f"{path}: mask", (None,), kind="bool"))
         if n is not None and len(sel) != n:
             raise DataError(f"{path}: selection covers {len(sel)} Gaussians but the field has {n}")
         return sel

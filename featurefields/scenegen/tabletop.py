@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io import read_json, write_json
+from ..io import clean_stale_temporaries, read_json, temp_dir, write_json
 from .meshes import (
     OBJECT_BUILDERS,
     PART_LABELS,
@@ -258,7 +257,8 @@ def generate_tabletop(out: str | os.PathLike, seed: int = 0, views: int = 48, wi
     c2w_gl, K = orbit_cameras(views, seed, width, height)
     generator = {"name": GENERATOR_NAME, "seed": seed, "version": GENERATOR_VERSION}
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    clean_stale_temporaries(out.parent, depth=0, prefix=f".{out.name}.")  # what a killed run left beside it
+    tmp = temp_dir(out.parent, out.name)
     try:
         for sub in ("images", "depth", "normals", "semantics", "instances", "meshes"):
             (tmp / sub).mkdir()
@@ -368,7 +368,7 @@ def _objects_json(scene: Tabletop, root: Path, generator: dict) -> dict:
 def _swap_into_place(tmp: Path, out: Path) -> None:
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = temp_dir(out.parent, f"{out.name}.old")
         os.rmdir(old)
         os.rename(out, old)
     os.rename(tmp, out)

@@ -4,7 +4,8 @@ Teachers are slow (a ViT per view) and their maps big (a 384-D full-resolution m
 float16), so each output is computed once, written as ``<root>/<key[:2]>/<key>/{features,valid}.npy`` and then only
 paged in as training samples it. The key hashes everything the output depends on, so a changed image, mask, label
 list, teacher or teacher option is a miss, never a stale hit. Entries are written into a temporary folder and
-renamed into place, so an interrupted run leaves no half-written entry.
+renamed into place, so an interrupted run leaves no half-written entry (and the next run removes the temporary
+folder it left: :meth:`FeatureCache.clean_stale`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..io import clean_stale_temporaries, temp_dir
 from .base import Teacher, TeacherInput, TeacherOutput, check_outputs
 
 CACHE_VERSION = 1
@@ -41,6 +42,10 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()
+
+    def clean_stale(self) -> list[Path]:
+        """Remove the temporary entry folders of runs that were killed while writing them."""
+        return clean_stale_temporaries(self.root, depth=1)
 
     def key(self, teacher: Teacher, view: TeacherInput) -> str:
         h = hashlib.sha256()
@@ -79,7 +84,7 @@ class FeatureCache:
         """Store ``out`` (features as float16) atomically; an existing entry for ``key`` is replaced."""
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=final.parent))
+        tmp = temp_dir(final.parent, key[:16])  # (a killed run's are removed by the next one, see guard.py)
         try:
             feats = out.features.detach().to("cpu", torch.float16).numpy()
             valid = out.valid.detach().to("cpu", torch.bool).numpy()
@@ -89,7 +94,7 @@ class FeatureCache:
             (tmp / _META).write_text(json.dumps(info, indent=2, default=str) + "\n")
             if final.exists():
                 # Move the old entry aside first: a folder cannot be renamed onto a non-empty one.
-                old = Path(tempfile.mkdtemp(prefix=f".old-{key[:16]}-", dir=final.parent))
+                old = temp_dir(final.parent, f"{key[:16]}.old")
                 try:
                     os.replace(final, old / "entry")
                 except FileNotFoundError:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ..validate import integer, number
 from .base import Teacher, TeacherInput, TeacherOutput
 
 # Segment ids travel through the float16 feature cache, which holds integers exactly only up to 2048.
@@ -40,12 +41,9 @@ class SegmentsTeacher(Teacher):
     kind = "masks"
 
     def __init__(self, scale: float = 300.0, sigma: float = 0.5, min_size: int = 40):
-        if not scale > 0:
-            raise ConfigError(f"segments teacher: scale must be positive, got {scale!r}")
-        if not sigma >= 0:
-            raise ConfigError(f"segments teacher: sigma must be >= 0, got {sigma!r}")
-        if int(min_size) != min_size or min_size < 1:
-            raise ConfigError(f"segments teacher: min_size must be a positive integer, got {min_size!r}")
+        scale = number(scale, "segments teacher: scale", lo=0, lo_open=True)
+        sigma = number(sigma, "segments teacher: sigma", lo=0, hi=100)
+        min_size = integer(min_size, "segments teacher: min_size", lo=1)
         self.dim = 1
         self.scale = float(scale)
         self.sigma = float(sigma)

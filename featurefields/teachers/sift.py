@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ..validate import integer, number
 from .base import Teacher, TeacherInput, TeacherOutput
 
 DIM = 128
@@ -45,12 +46,9 @@ class SiftTeacher(Teacher):
 
     def __init__(self, step: int = 4, size: float = 6.0, root_sift: bool = True, center: bool = True,
                  min_gradient: float = 1.0):
-        if int(step) != step or step < 1:
-            raise ConfigError(f"sift teacher: step must be a positive integer, got {step!r}")
-        if not size > 0:
-            raise ConfigError(f"sift teacher: size must be positive, got {size!r}")
-        if not min_gradient >= 0:
-            raise ConfigError(f"sift teacher: min_gradient must be >= 0, got {min_gradient!r}")
+        step = integer(step, "sift teacher: step", lo=1, hi=1024)
+        size = number(size, "sift teacher: size", lo=0, hi=1024, lo_open=True)
+        min_gradient = number(min_gradient, "sift teacher: min_gradient", lo=0)
         import cv2  # checked here so that a missing OpenCV is reported when the teacher is made
 
         self.dim = DIM

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,19 +18,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data import SceneData, load_scene
+from ..data.scene import scene_fingerprint
 from ..data.points import points_from_depth
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..fields.density import DensityController
 from ..fields.gaussians import FeatureLayout, GaussianField, TeacherSpec
 from ..fields.init import check_points, knn_log_scales, random_points_near_focus, scene_extent, subsample
 from ..fields.ply import write_ply
 from ..fields.rendering import FieldRender, render_field
-from ..io import write_image, write_json
+from ..guard import OutputFolder
+from ..io import one_reason, write_image, write_json
 from ..render.backends import resolve_backend
 from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, make_teacher, teacher_options,
                         views_from_scene)
 from ..teachers.segments import segment_ids
+from ..threads import ThreadGovernor
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
+from .cameras import CameraCorrections, decayed_lr
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 from .balance import FeatureCodes, balanced_sample
@@ -65,7 +70,12 @@ class TeacherTargets:
 
     @property
     def field_dim(self) -> int:  # width of this teacher's decoder head
-        return GROUPING_DIM if self.is_mask else self.teacher.dim
+        return _field_dim(self.teacher)
+
+
+def _field_dim(teacher: Teacher) -> int:
+    """Mask teachers (segments, SAM masks) get a grouping head; feature teachers one of their own width."""
+    return GROUPING_DIM if getattr(teacher, "kind", "features") == "masks" else teacher.dim
 
 
 def pick_device(name: str) -> torch.device:
@@ -78,28 +88,38 @@ def pick_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, scene: SceneData | None = None, resume: bool = False):
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.resume = resume
         self.out = Path(cfg.out)
+        scene_root = Path(cfg.scene).parent if Path(cfg.scene).is_file() else Path(cfg.scene)
+        inputs = [scene.root if scene is not None else scene_root] if (scene is not None or cfg.scene) else []
+        self.output = OutputFolder(cfg.out, inputs=inputs, staged=False, files=[CHECKPOINT, "config.json"])
+        self.cache_output = (OutputFolder(cfg.cache_dir, inputs=inputs, flag="--cache-dir", staged=False,
+                                          clean_depth=1) if cfg.cache_dir else None)
         self.device = pick_device(cfg.device)
         self.backend = resolve_backend(cfg.backend, self.device)  # fails early, with the fix, if not available
         resume_state = self._resume_state()
         torch.manual_seed(cfg.seed)
         self.scene = scene if scene is not None else load_scene(
             cfg.scene, downscale=cfg.downscale, max_size=cfg.max_size, eval_every=cfg.eval_every,
-            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale)
+            background=cfg.background, stride=cfg.stride, depth_scale=cfg.depth_scale, intrinsics=cfg.intrinsics,
+            scale_from_depth=cfg.scale_from_depth, known_distance=cfg.known_distance,
+            allow_outside_root=cfg.allow_outside_scene, holdout=cfg.holdout, undistort_cache=self._undistort_cache())
+        self.output.refuse_inputs(self.scene.root)
+        if self.cache_output is not None:
+            self.cache_output.refuse_inputs(self.scene.root)
         for note in self.scene.notes:
             print(f"note: {note}")
         if not self.scene.train_idx:
             raise ConfigError(f"{cfg.scene}: no training frames")
-        self.targets = self._teacher_targets()
         if resume_state is not None:
-            self._check_teachers_match(resume_state)
+            self._check_scene_matches(resume_state)
+        teachers = self._make_teachers()
+        if resume_state is not None:
+            self._check_teachers_match(resume_state, teachers)
         self.extent = scene_extent(self.scene.cameras[self.scene.train_idx])
         self.depth_weight = 0.0 if self.scene.depths is None else (
             DEFAULT_DEPTH_WEIGHT if cfg.depth_weight is None else cfg.depth_weight)
-        if self.depth_weight > 0:
-            print(f"depth loss: weight {self.depth_weight:g} against the scene's metric depth maps")
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.step = 0
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
@@ -107,31 +127,71 @@ class Trainer:
             self.field = GaussianField.from_state(resume_state["field"]).to(self.device)
             self.step = resume_state["step"]
         else:
-            self.field = self._init_field().to(self.device)
+            self.field = self._init_field(teachers).to(self.device)
         self.optimizer = self._make_optimizer()
         self.density = DensityController(cfg.density, self.extent)
+        self.cameras, self.camera_optimizer = self._camera_corrections(resume_state)
         if resume_state is not None:
             fused = [g.get("fused") for g in self.optimizer.param_groups]
-            self.optimizer.load_state_dict(resume_state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(resume_state["optimizer"])
+            except (KeyError, ValueError, RuntimeError, TypeError) as e:
+                raise DataError(f"{self.out / CHECKPOINT}: optimizer state does not fit the field "
+                                f"({one_reason(e)})") from None
             for g, f in zip(self.optimizer.param_groups, fused):  # keep this run's kernel choice, not the saved one
                 g["fused"] = f
         self.history: list[dict] = resume_state.get("history", []) if resume_state else []
         self.train_seconds = resume_state.get("train_seconds", 0.0) if resume_state else 0.0
+        # Called with the trainer after every step, once the optimiser step and density control are done (the
+        # field is consistent then): the live viewer snapshots the parameters here, and its pause blocks here.
+        self.step_callbacks: list[Callable[[Trainer], None]] = []
+        # Everything is checked; from here on the run writes, the teacher cache first.
+        if self.depth_weight > 0:
+            print(f"depth loss: weight {self.depth_weight:g} against the scene's metric depth maps")
+        self.targets = self._teacher_targets(teachers)
 
     # ---- set-up ----------------------------------------------------------------------------------------------
+    def _undistort_cache(self) -> Path | bool:
+        """Where undistorted images are cached: --cache-dir, else OUT/cache when OUT exists already (a new run
+        writes nothing into OUT before every check has passed, so it uses the user cache: see
+        featurefields.data.undistort.default_undistort_cache, keyed by content like the teacher cache)."""
+        if self.cfg.cache_dir:
+            return Path(self.cfg.cache_dir) / "undistorted"
+        return self.out / "cache" / "undistorted" if self.out.is_dir() else True
+
     def _resume_state(self) -> dict | None:
         ckpt = self.out / CHECKPOINT
         if self.resume:
-            return load_checkpoint(ckpt)
+            if not ckpt.exists():
+                raise ConfigError(f"{ckpt}: nothing to resume (no checkpoint yet: the run stopped before its first "
+                                  "save, or never ran); run again without --resume to start it afresh")
+            state = load_checkpoint(ckpt)
+            for key in ("step", "optimizer"):
+                if key not in state:
+                    raise DataError(f"{ckpt}: cannot be resumed: it has no '{key}' entry")
+            return state
         if ckpt.exists():
             raise ConfigError(f"{self.out} already holds a trained run: pass --resume to continue it, or choose "
                               "another --out")
         return None
 
-    def _check_teachers_match(self, state: dict) -> None:
+    def _check_scene_matches(self, state: dict) -> None:
+        """A checkpoint continues only on the scene it was trained on (it may have moved, but not changed)."""
+        rec, ckpt = state.get("scene") or {}, self.out / CHECKPOINT
+        mine = scene_fingerprint(self.scene)
+        if rec.get("fingerprint") is not None:
+            if rec["fingerprint"] != mine:
+                raise ConfigError(f"{ckpt}: was trained on another scene ({rec.get('root')}: "
+                                  f"{rec.get('frames', '?')} frames) than {self.scene.root} ({len(self.scene)} frames, "
+                                  "other frames or poses); resume it on its own scene or use a new --out")
+        elif rec.get("root") is not None and Path(rec["root"]).resolve() != Path(self.scene.root).resolve():
+            raise ConfigError(f"{ckpt}: was trained on {rec['root']}, not {self.scene.root}; resume it on its own "
+                              "scene or use a new --out")
+
+    def _check_teachers_match(self, state: dict, teachers: list[Teacher]) -> None:
         """A checkpoint's features only make sense for the teachers and widths it was trained with."""
         have = FeatureLayout.from_dict(state["field"]["layout"])
-        want = self._layout()
+        want = self._layout(teachers)
         if self.cfg.latent_dim is None:  # not asked for: keep the checkpoint's
             want.latent_dim = have.latent_dim
         if self.cfg.feature_view_degree is None:
@@ -141,18 +201,17 @@ class Trainer:
                               f"{_describe(want)}; use a new --out or the same teachers, --latent-dim and "
                               "--feature-view-degree")
 
-    def _teacher_targets(self) -> list[TeacherTargets]:
+    def _make_teachers(self) -> list[Teacher]:
         names = self.cfg.teachers
         if names is None:
             names = ["labels"] if self.scene.semantics is not None else []
             if not names:
                 print("note: no --teacher given and the scene has no semantic masks: training colour only")
+        names = [str(n).strip().lower() for n in names]
         if len(set(names)) != len(names):
             raise ConfigError(f"teacher listed twice: {names}")
-        cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.out / "cache"
-        cache = FeatureCache(cache_dir)
-        views = views_from_scene(self.scene)
-        targets = []
+        self.cfg.check_teacher_names(names)
+        teachers = []
         for name in names:
             takes = teacher_options(name)
             options = {"device": self.cfg.teacher_device} if self.cfg.teacher_device and (
@@ -160,13 +219,20 @@ class Trainer:
             if name in self.cfg.teacher_checkpoints:
                 options["checkpoint"] = self.cfg.teacher_checkpoints[name]
             options.update(self.cfg.teacher_options.get(name, {}))
-            teacher = make_teacher(name, **options)
-            outputs = extract_features(teacher, views, cache, progress=self.cfg.progress)
-            targets.append(TeacherTargets(teacher, outputs))
-        return targets
+            teachers.append(make_teacher(name, **options))
+        return teachers
 
-    def _layout(self) -> FeatureLayout:
-        specs = [TeacherSpec(t.teacher.name, t.field_dim) for t in self.targets]
+    def _teacher_targets(self, teachers: list[Teacher]) -> list[TeacherTargets]:
+        if self.cache_output is not None:
+            self.cache_output.open()  # creates it and removes what killed runs left there
+            cache = FeatureCache(self.cache_output.path)
+        else:
+            cache = FeatureCache(self.output.open() / "cache")
+        views = views_from_scene(self.scene)
+        return [TeacherTargets(t, extract_features(t, views, cache, progress=self.cfg.progress)) for t in teachers]
+
+    def _layout(self, teachers: list[Teacher]) -> FeatureLayout:
+        specs = [TeacherSpec(t.name, _field_dim(t)) for t in teachers]
         latent = self.cfg.latent_dim
         if latent is None:  # 16 latent channels per wide teacher, shared by all heads
             wide = sum(s.dim > 64 for s in specs)
@@ -175,7 +241,7 @@ class Trainer:
             latent = 0
         degree = self.cfg.feature_view_degree
         if degree is None:
-            degree = 2 if any(getattr(t.teacher, "view_dependent", False) for t in self.targets) else 0
+            degree = 2 if any(getattr(t, "view_dependent", False) for t in teachers) else 0
         return FeatureLayout(specs, latent, self.cfg.decoder_hidden, degree if specs else 0)
 
     def _init_points(self) -> tuple[Tensor, Tensor, str]:
@@ -198,10 +264,10 @@ class Trainer:
         check_points(pts, cols)
         return pts, cols, how
 
-    def _init_field(self) -> GaussianField:
+    def _init_field(self, teachers: list[Teacher]) -> GaussianField:
         pts, cols, how = self._init_points()
         print(f"init: {len(pts)} Gaussians from {how}")
-        return GaussianField(pts, cols, knn_log_scales(pts), self._layout(), self.cfg.sh_degree,
+        return GaussianField(pts, cols, knn_log_scales(pts), self._layout(teachers), self.cfg.sh_degree,
                              self.cfg.init_opacity, self.cfg.seed)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -216,6 +282,34 @@ class Trainer:
         except (RuntimeError, TypeError):
             return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
+    def _camera_corrections(self, resume_state: dict | None):
+        """(corrections, their optimiser), or (None, None) without --optimize-cameras."""
+        saved = (resume_state or {}).get("cameras", {})
+        if not self.cfg.optimize_cameras:
+            if saved.get("optimized"):
+                raise ConfigError(f"{self.out / CHECKPOINT} was trained with --optimize-cameras; pass it again to "
+                                  "resume (its corrections would otherwise be dropped)")
+            return None, None
+        if saved.get("corrections"):
+            cams = CameraCorrections.from_state(saved["corrections"])
+            if cams.n_frames != len(self.scene) or cams.frames != list(self.scene.train_idx):
+                raise ConfigError(f"{self.out / CHECKPOINT}: its camera corrections are for another set of frames")
+        else:
+            cams = CameraCorrections(len(self.scene), self.scene.train_idx)
+        cams = cams.to(self.device)
+        lr = self.cfg.lr
+        opt = torch.optim.Adam(cams.param_groups(lr.camera_rotation, lr.camera_translation * self.extent), lr=0.0,
+                               eps=1e-15)
+        if saved.get("optimizer"):
+            opt.load_state_dict(saved["optimizer"])
+        print(f"cameras: refining {len(cams.frames)} training poses (--optimize-cameras)")
+        return cams, opt
+
+    def camera_to_world(self, i: int) -> Tensor:
+        """Frame i's pose as trained: the given one, corrected for training frames under --optimize-cameras."""
+        c2w = self.scene.cameras.c2w[i].to(self.device)
+        return self.cameras.pose(i, c2w) if self.cameras is not None else c2w
+
     def _means_lr(self, step: int) -> float:
         lr, t = self.cfg.lr, min(step / max(self.cfg.iterations, 1), 1.0)
         return self.extent * math.exp((1 - t) * math.log(lr.means) + t * math.log(lr.means_final))
@@ -223,7 +317,7 @@ class Trainer:
     # ---- training --------------------------------------------------------------------------------------------
     def render(self, i: int, *, sh_degree: int | None = None, with_features: bool = True) -> FieldRender:
         cams = self.scene.cameras
-        return render_field(self.field, cams.c2w[i].to(self.device), cams.K[i].to(self.device), cams.width,
+        return render_field(self.field, self.camera_to_world(i), cams.K[i].to(self.device), cams.width,
                             cams.height, background=self.background, sh_degree=sh_degree,
                             with_features=with_features and bool(self.targets),
                             features_move_geometry=self.cfg.feature_moves_geometry, backend=self.backend)
@@ -289,6 +383,8 @@ class Trainer:
             f_loss = self.feature_term(out, t, i, self.sample_gen)
             loss = loss + cfg.teacher_weights.get(t.teacher.name, 1.0) * f_loss
             stats[f"f_{t.teacher.name}"] = float(f_loss.detach())
+        if self.cameras is not None:
+            loss = loss + cfg.camera_regularizer * self.cameras.regularizer(i, self.extent)
         loss.backward()
         self.density.observe(out.means2d, out.radii, s.width, s.height)
         for g in self.optimizer.param_groups:
@@ -296,6 +392,11 @@ class Trainer:
                 g["lr"] = self._means_lr(step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.camera_optimizer is not None:
+            for g in self.camera_optimizer.param_groups:
+                g["lr"] = decayed_lr(g["base_lr"], step, cfg.iterations)
+            self.camera_optimizer.step()
+            self.camera_optimizer.zero_grad(set_to_none=True)
         self.density.step(step + 1, self.field, self.optimizer)
         stats["loss"] = float(loss.detach())
         return stats
@@ -304,18 +405,22 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.output.open()
         write_json(self.out / "config.json", cfg.to_dict())
         order: list[int] = []
         g = torch.Generator().manual_seed(cfg.seed + self.step)
         bar = tqdm(total=cfg.iterations, initial=self.step, desc="train", unit="it", dynamic_ncols=True,
                    disable=not cfg.progress)
         t0 = time.perf_counter()
+        governor = ThreadGovernor()  # fewer threads while other processes keep cores busy (featurefields/threads.py)
         while self.step < cfg.iterations:
+            governor.update()
             if not order:
                 order = [self.scene.train_idx[j] for j in torch.randperm(len(self.scene.train_idx), generator=g)]
             stats = self.train_step(order.pop(), self.step)
             self.step += 1
+            for callback in self.step_callbacks:
+                callback(self)
             if self.step % 10 == 0 or self.step == cfg.iterations:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=len(self.field),
                                 refresh=False)
@@ -327,6 +432,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.save()
         bar.close()
+        governor.close()
         self.train_seconds += time.perf_counter() - t0
         self.save()
         return self.finish()
@@ -341,10 +447,24 @@ class Trainer:
             "teachers": [{"name": t.teacher.name, "dim": t.teacher.dim, "config": t.teacher.config()}
                          for t in self.targets],
             "scene": {"name": self.scene.name, "root": str(Path(self.scene.root).resolve()),
-                      "world_from_scene": self.scene.world_from_scene.tolist()},
+                      "world_from_scene": self.scene.world_from_scene.tolist(), "frames": len(self.scene),
+                      "fingerprint": scene_fingerprint(self.scene), "frame_info": self.scene.frame_info},
+            "cameras": self.camera_record(),
             "history": self.history,
             "train_seconds": self.train_seconds,
         })
+
+    @torch.no_grad()
+    def camera_record(self) -> dict:
+        """The poses every later tool should use (as trained), by frame name; with the corrections to resume."""
+        c2w = self.scene.cameras.c2w
+        rec = {"frame_names": list(self.scene.frame_names), "optimized": self.cameras is not None}
+        if self.cameras is not None:
+            c2w = self.cameras.corrected(c2w.to(self.device)).cpu()
+            rec["corrections"] = self.cameras.state()
+            rec["optimizer"] = self.camera_optimizer.state_dict()
+        rec["c2w"] = c2w.tolist()
+        return rec
 
     def finish(self) -> dict:
         write_ply(self.out / "field.ply", self.field, self.scene.world_from_scene)
@@ -379,8 +499,10 @@ class Trainer:
             "scene": str(s.root), "step": self.step, "num_gaussians": len(self.field),
             "train_seconds": round(self.train_seconds, 1), "device": str(self.device), "backend": self.backend,
             "resolution": [s.width, s.height], "num_train_views": len(s.train_idx),
-            "num_test_views": len(s.test_idx),
+            "num_test_views": len(s.test_idx), "world_frame": s.frame_info,
         }
+        if self.cameras is not None:
+            metrics["camera_corrections"] = self.cameras.stats()
         keys = [k for k in (per_view[0] if per_view else {}) if k != "frame"]
         for k in keys:
             vals = [r[k] for r in per_view if not math.isnan(r[k])]

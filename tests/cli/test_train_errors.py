@@ -106,6 +106,9 @@ def test_bad_options(tmp_path):
     assert_clean_error(res, "purple")
     res = run_train(str(scene), "--iterations", "0", cwd=tmp_path)
     assert_clean_error(res, "--iterations")
+    res = run_train(str(scene), "--holdout", "middle:3", "--out", str(tmp_path / "h"), cwd=tmp_path)
+    assert_clean_error(res, "middle:3")
+    assert not (tmp_path / "h").exists()
 
 
 def test_resume_with_other_feature_width(tmp_path):

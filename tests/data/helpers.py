@@ -152,3 +152,54 @@ def write_log(path: Path, poses) -> Path:
         lines += [" ".join(f"{v:.12f}" for v in row) for row in np.asarray(p)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# Camera parameters per COLMAP model for a w x h fixture (focal, principal point, then the model's distortion).
+COLMAP_PARAMS = {
+    "SIMPLE_PINHOLE": lambda w, h: [0.9 * w, w / 2 + 0.3, h / 2 - 0.2],
+    "PINHOLE": lambda w, h: [0.9 * w, 0.95 * w, w / 2 + 0.3, h / 2 - 0.2],
+    "SIMPLE_RADIAL": lambda w, h: [0.9 * w, w / 2 + 0.3, h / 2 - 0.2, -0.12],
+    "RADIAL": lambda w, h: [0.9 * w, w / 2 + 0.3, h / 2 - 0.2, -0.12, 0.03],
+    "OPENCV": lambda w, h: [0.9 * w, 0.95 * w, w / 2 + 0.3, h / 2 - 0.2, -0.15, 0.04, 0.003, -0.002],
+    "OPENCV_FISHEYE": lambda w, h: [0.9 * w, 0.95 * w, w / 2 + 0.3, h / 2 - 0.2, 0.05, -0.02, 0.01, -0.004],
+}
+
+
+def make_colmap(root: Path, n: int = 6, w: int = 40, h: int = 30, *, model: str = "PINHOLE", params=None,
+                text: bool = False, n_points: int = 60, seed: int = 0, image_dir: str = "images",
+                scale: float = 1.0):
+    """A COLMAP scene written with pycolmap: n cameras on a circle looking at random points near the origin, each
+    point observed where the camera model projects it. ``scale`` multiplies the metric world (COLMAP units =
+    metres * scale). Returns (root, c2w [n,4,4] in COLMAP units, points [P,3] in COLMAP units, names, params)."""
+    from featurefields.data.colmap import import_pycolmap
+
+    pycolmap = import_pycolmap()
+    rng = np.random.default_rng(seed)
+    params = COLMAP_PARAMS[model](w, h) if params is None else params
+    recon = pycolmap.Reconstruction()
+    cam = pycolmap.Camera.create_from_model_name(1, model, float(params[0]), w, h)
+    cam.params = params
+    recon.add_camera_with_trivial_rig(cam)
+    pts = rng.uniform(-0.4, 0.4, (n_points, 3)) * scale
+    c2ws, names = [], []
+    tracks = [pycolmap.Track() for _ in range(n_points)]
+    for i in range(n):
+        a = 2 * math.pi * i / n
+        c2w = look_at_gl([2.5 * math.cos(a), 2.5 * math.sin(a), 1.0]) @ FLIP
+        c2w[:3, 3] *= scale
+        w2c = np.linalg.inv(c2w)
+        uv = cam.img_from_cam((pts @ w2c[:3, :3].T + w2c[:3, 3]))  # [P, 2]
+        name = f"frame_{i:03d}.png"
+        im = pycolmap.Image(name=name, keypoints=uv, camera_id=1, image_id=i + 1)
+        recon.add_image_with_trivial_frame(im, pycolmap.Rigid3d(pycolmap.Rotation3d(w2c[:3, :3]), w2c[:3, 3]))
+        for j in range(n_points):
+            tracks[j].add_element(i + 1, j)
+        png(root / image_dir / name, random_image(rng, w, h))
+        c2ws.append(c2w)
+        names.append(name)
+    for j in range(n_points):
+        recon.add_point3D(pts[j], tracks[j], np.array([200, 100, 50], np.uint8))
+    model_dir = root / "sparse" / "0"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (recon.write_text if text else recon.write_binary)(str(model_dir))
+    return root, np.stack(c2ws), pts, names, params

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from featurefields.data import load_scene
-from featurefields.errors import DataError
+from featurefields.errors import ConfigError, DataError
 
 from ..conftest import shared_data
 from .helpers import FLIP, make_blender, png, write_json
@@ -28,6 +28,8 @@ def test_synthetic_blender(tmp_path):
     rgba = imgs[0].astype(np.float64)
     expect = rgba[..., :3] * rgba[..., 3:] / 255 + 255 * (1 - rgba[..., 3:] / 255)
     assert np.abs(s.images[0].numpy() - expect).max() <= 0.5 + 1e-9
+    with pytest.raises(ConfigError, match="its own train/test split"):
+        load_scene(root, holdout="last:1")
     assert s.images[0, 0, 0].tolist() == [255, 255, 255]
     assert s.images[0, 0, 1].tolist() == imgs[0][0, 1, :3].tolist()
     black = load_scene(root, background=(0.0, 0.0, 0.0))

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featurefields.data.load import detect_format, natural_key, resize_nearest, target_size
+from featurefields.data.detect import detect_format
+from featurefields.data.load import natural_key, resize_nearest, target_size
 from featurefields.data.validate import check_counts, check_intrinsics, check_pose, check_size, require_keys
 from featurefields.errors import ConfigError, DataError
 

@@ -147,3 +147,17 @@ def test_rgbd_samples():
     assert len(s) == 5 and s.images.shape == (5, 480, 640, 3) and s.notes == []
     assert torch.allclose(s.cameras.K[0], torch.tensor([[525.0, 0, 320.0], [0, 525.0, 240.0], [0, 0, 1]]))
     assert reprojection_error(s, 0, 4) < 0.05
+
+
+def test_holdout_splits(tmp_path):
+    root, *_ = make_rgbd(tmp_path / "seq", n=6)
+    assert load_scene(root, holdout="last:2").test_idx == [4, 5]
+    s = load_scene(root, holdout="first:1")
+    assert s.test_idx == [0] and s.train_idx == [1, 2, 3, 4, 5]
+    assert load_scene(root, holdout="every:3").test_idx == [0, 3]
+    assert load_scene(root, holdout=" LAST:3 ").train_idx == [0, 1, 2]
+    for bad in ("last:0", "middle:3", "last", "last:x", "every:-1"):
+        with pytest.raises(ConfigError, match="holdout"):
+            load_scene(root, holdout=bad)
+    with pytest.raises(ConfigError, match="no training frames"):
+        load_scene(root, holdout="last:6")

@@ -47,6 +47,9 @@ def test_ff_grasp_bad_inputs(robot_oracle, tmp_path, capsys):
         (["can", "--approach", "sideways"], "--approach"),
         (["can", "--workspace", "0,0,0,1,1"], "--workspace"),
         ([""], "empty query"),
+        (["mug \udcff"], "query"),  # not valid UTF-8 (as argv decodes $'mug \\xff')
+        (["can", "--k", "nan"], "--k"),
+        (["can", "--scene", tmp_path / "gone"], "no such folder"),
     ]
     for argv, needle in cases:
         code = run(main, robot_oracle.checkpoint, *argv, "--out", tmp_path / "o")
@@ -72,3 +75,26 @@ def test_ff_eval_grasp_and_locate_on_one_object(robot_oracle, tmp_path, capsys):
                "--out", out) == 0
     loc = json.loads((out / "locate.json").read_text())
     assert loc["per_query"]["can"]["centroid_error_m"] < 0.015 and "precision_3d" in loc["per_query"]["mug handle"]
+
+
+def test_robot_clis_refuse_an_out_that_would_damage_their_inputs(robot_oracle, tmp_path, capsys):
+    """The output-folder guard of issue 14 covers ff-grasp and ff-eval grasp/locate: --out in the checkpoint's
+    folder, or an existing file, is refused up front and nothing is written."""
+    from featurefields.cli.eval import main as eval_main
+    from featurefields.cli.grasp import main as grasp_main
+
+    ckpt_dir = robot_oracle.checkpoint.parent if robot_oracle.checkpoint.is_file() else robot_oracle.checkpoint
+    before = sorted(p.name for p in ckpt_dir.iterdir())
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for main, argv in [(grasp_main, [robot_oracle.checkpoint, "can"]),
+                       (eval_main, ["grasp", robot_oracle.checkpoint, "--labels", "can", "--no-progress"]),
+                       (eval_main, ["locate", robot_oracle.checkpoint, "--labels", "can"])]:
+        for out, needle in [(ckpt_dir, "an input of this command"), (a_file, "a_file")]:
+            code = run(main, *argv, "--out", out)
+            err = capsys.readouterr().err
+            lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+            assert code == 2 and len(lines) == 1 and needle in lines[0], (argv, out, err)
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == before and a_file.read_text() == "x"
+    assert run(eval_main, "grasp", robot_oracle.checkpoint, "--density", "-1", "--out", tmp_path / "o") == 2
+    assert "--density" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -15,7 +15,9 @@ from .helpers import CountingTeacher, random_views
 
 
 def _leftovers(root):
-    return [p for p in root.rglob("*") if p.name.startswith((".tmp", ".old"))]
+    from featurefields.io import is_temporary
+
+    return [p for p in root.rglob("*") if is_temporary(p.name)]
 
 
 def test_second_call_is_served_from_cache(tmp_path):

@@ -123,7 +123,7 @@ template <typename T> struct RasterArgs {
 };
 
 template <typename T> struct RasterOut {
-    T* image;       // [H, W, D], zeroed by the caller
+    T* image;       // [H, W, D] (CPU: every pixel written; CUDA: [D, H, W], zeroed by the caller)
     T* alpha;       // [H, W]
     int32_t* last;  // [H, W] how many of its tile's Gaussians the pixel went through before it stopped
 };
@@ -143,6 +143,16 @@ template <typename T> struct RasterGrads {
 
 template <typename T> void rasterize_fwd_cpu(const RasterArgs<T>& a, const RasterOut<T>& out, int threads);
 template <typename T> void rasterize_bwd_cpu(const RasterArgs<T>& a, const RasterGrads<T>& g, int threads);
+// Benchmark diagnostics (cpu/diagnostics.cpp): the (Gaussian, pixel) pairs a render evaluates, given the forward's
+// `last`, and the FLOP rate of independent FMA chains on this build's vectors (the practical peak).
+struct PairCounts {
+    int64_t live;     // pixel in the Gaussian's rectangle, not stopped before it: alpha is evaluated
+    int64_t taken;    // ... and alpha >= 1/255: the pixel takes the Gaussian (the D-wide work)
+    int64_t entries;  // tile-list entries walked
+};
+template <typename T> PairCounts rasterize_pairs_cpu(const RasterArgs<T>& a, const int32_t* last, int threads);
+double fma_peak_flops(int threads, double seconds);
+
 template <typename T> void rasterize_fwd_cuda(const RasterArgs<T>& a, const RasterOut<T>& out, void* stream);
 template <typename T> void rasterize_bwd_cuda(const RasterArgs<T>& a, const RasterGrads<T>& g, void* stream);
 

@@ -45,33 +45,60 @@ template <typename T> FF_HD SplatRow<T> splat_row(const Splat<T>& s, int y) {
     return r;
 }
 
-// alpha of the splat at pixel column x of row r (0 where skipped), and e = exp(-sigma) (0 where skipped) for the
-// opacity gradient. Branch-free, so that CPU rows vectorise.
-template <typename T> struct Alpha {
-    T alpha, e;
+// Below, V is the value type: T itself (CUDA: a thread per pixel), or a SIMD vector of T holding a run of pixels of
+// one row (CPU, simd.h); comparisons then give lane masks and `mask ? a : b` selects lane by lane. dx = pixel centre
+// x - mean x.
+
+// alpha of the splat at the pixels dx of row r (0 where skipped), and e = exp(-sigma) (0 where skipped) for the
+// opacity gradient. Branch-free.
+template <typename V> struct Alpha {
+    V alpha, e;
 };
 
-template <typename T> FF_HD Alpha<T> splat_alpha(const Splat<T>& s, const SplatRow<T>& r, int x) {
-    const T dx = (T(x) + T(0.5)) - s.mx;
-    const T sigma = (r.sy + (s.ha * dx) * dx) + (s.lb * dx) * r.dy;
-    const T ex = exp2_neg(-ff_min(sigma, T(64)));  // beyond 2^-64 everything is skipped anyway (no denormals)
-    const T raw = s.o * ex;
-    const bool keep = (sigma >= T(0)) & (raw >= Blend<T>::alpha_min);
-    return Alpha<T>{keep ? ff_min(raw, Blend<T>::alpha_max) : T(0), keep ? ex : T(0)};
+// The part of sigma a column of pixels shares (CPU: a chunk of a row, reused by every row of the rectangle).
+template <typename V> struct SplatCol {
+    V dx;  // pixel centre x - mean x
+    V qx;  // 0.5 log2(e) a dx^2
+    V bx;  // log2(e) b dx
+};
+
+template <typename T, typename V> FF_HD SplatCol<V> splat_col(const Splat<T>& s, V dx) {
+    return SplatCol<V>{dx, (s.ha * dx) * dx, s.lb * dx};
 }
 
-// Gradients of one (Gaussian, pixel) pair w.r.t. the splat, given dL/dalpha. Branch-free (CPU rows vectorise):
-// pairs that were skipped have alpha = e = 0 and contribute nothing; clamped pairs (o e >= alpha_max) neither.
-template <typename T> struct SplatGrad {
-    T mx, my, a, b, c, o;
+template <typename T, typename V>
+FF_HD Alpha<V> splat_alpha_at(const Splat<T>& s, const SplatRow<T>& r, const SplatCol<V>& col) {
+    const V sigma = (r.sy + col.qx) + col.bx * r.dy;
+    const V ex = exp2_neg(-ff_min(sigma, T(64)));  // beyond 2^-64 everything is skipped anyway (no denormals)
+    const V raw = s.o * ex;
+    const auto keep = (sigma >= T(0)) & (raw >= Blend<T>::alpha_min);
+    const V alpha = keep ? ff_min(raw, Blend<T>::alpha_max) : T(0);
+    const V e = keep ? ex : T(0);
+    return Alpha<V>{alpha, e};
+}
+
+template <typename T, typename V> FF_HD Alpha<V> splat_alpha_dx(const Splat<T>& s, const SplatRow<T>& r, V dx) {
+    return splat_alpha_at(s, r, splat_col(s, dx));
+}
+
+template <typename T> FF_HD T pixel_dx(const Splat<T>& s, int x) { return (T(x) + T(0.5)) - s.mx; }
+
+template <typename T> FF_HD Alpha<T> splat_alpha(const Splat<T>& s, const SplatRow<T>& r, int x) {
+    return splat_alpha_dx(s, r, pixel_dx(s, x));
+}
+
+// Gradients of one (Gaussian, pixel) pair w.r.t. the splat, given dL/dalpha. Branch-free: pairs that were skipped
+// have alpha = e = 0 and contribute nothing; clamped pairs (o e >= alpha_max) neither.
+template <typename V> struct SplatGrad {
+    V mx, my, a, b, c, o;
 };
 
-template <typename T>
-FF_HD SplatGrad<T> splat_alpha_grad(const Splat<T>& s, const SplatRow<T>& r, int x, T alpha, T e, T g_alpha) {
-    const bool free = s.o * e < Blend<T>::alpha_max;
-    const T dx = (T(x) + T(0.5)) - s.mx, dy = r.dy;
-    const T g_sigma = free ? -g_alpha * alpha : T(0);  // alpha = o exp(-sigma)
-    SplatGrad<T> d;
+template <typename T, typename V>
+FF_HD SplatGrad<V> splat_alpha_grad_dx(const Splat<T>& s, const SplatRow<T>& r, V dx, V alpha, V e, V g_alpha) {
+    const auto free = s.o * e < Blend<T>::alpha_max;
+    const T dy = r.dy;
+    const V g_sigma = free ? -g_alpha * alpha : T(0);  // alpha = o exp(-sigma)
+    SplatGrad<V> d;
     d.mx = -g_sigma * (s.a * dx + s.b * dy);  // d sigma / d mean = -(a dx + b dy, b dx + c dy)
     d.my = -g_sigma * (s.b * dx + s.c * dy);
     d.a = g_sigma * T(0.5) * dx * dx;
@@ -81,12 +108,17 @@ FF_HD SplatGrad<T> splat_alpha_grad(const Splat<T>& s, const SplatRow<T>& r, int
     return d;
 }
 
+template <typename T>
+FF_HD SplatGrad<T> splat_alpha_grad(const Splat<T>& s, const SplatRow<T>& r, int x, T alpha, T e, T g_alpha) {
+    return splat_alpha_grad_dx(s, r, pixel_dx(s, x), alpha, e, g_alpha);
+}
+
 // One step of the reverse pass at a pixel: dL/dalpha of this Gaussian, given gw = dL/dw of the pair; advances the
-// pixel's transmittance `trans` (in front of the Gaussian) and suffix sum `rest` (S above).
-template <typename T> FF_HD T blend_bwd_step(T& trans, T& rest, T alpha, T gw) {
-    const T t = trans;
+// pixel's transmittance `trans` (in front of the Gaussian) and suffix sum `rest` (S above). T: the scalar type.
+template <typename V, typename T = V> FF_HD V blend_bwd_step(V& trans, V& rest, V alpha, V gw) {
+    const V t = trans;
     rest -= alpha * t * gw;
-    const T g_alpha = gw * t - rest / (T(1) - alpha);
+    const V g_alpha = gw * t - rest / (T(1) - alpha);
     trans = t * (T(1) - alpha);
     return g_alpha;
 }

@@ -24,8 +24,9 @@ template <typename T> struct Blend {
 constexpr double kLog2e = 1.4426950408889634;
 constexpr double kHalfLog2e = 0.5 * kLog2e;
 
-template <typename T> FF_HD T ff_min(T a, T b) { return a < b ? a : b; }
-template <typename T> FF_HD T ff_max(T a, T b) { return a > b ? a : b; }
+// (A may be a SIMD vector and B a scalar: the CPU kernels evaluate the same formulas on vectors, see simd.h)
+template <typename A, typename B> FF_HD A ff_min(A a, B b) { return a < b ? a : b; }
+template <typename A, typename B> FF_HD A ff_max(A a, B b) { return a > b ? a : b; }
 
 // Overloads that keep float maths in float on the host and the device alike.
 FF_HD float ff_sqrt(float x) { return sqrtf(x); }
@@ -67,3 +68,7 @@ FF_HD float exp2_neg(float x) {
 FF_HD double exp2_neg(double x) { return exp2(x); }
 
 }  // namespace ff
+
+#if !defined(__CUDACC__)
+#include "simd.h"  // vector overloads (exp2_neg), visible to the templates that follow
+#endif
