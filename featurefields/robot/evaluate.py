@@ -21,6 +21,7 @@ import torch
 from ..errors import DataError
 from ..fields.base import FeatureField, SurfacePoints
 from ..io import read_json, write_image, write_json
+from ..machine import describe
 from ..query.selection import Selection
 from .collision import SceneCollider
 from .geometry import OrientedBox, Plane, is_round, upright_box
@@ -107,14 +108,15 @@ def evaluate_grasps(field: FeatureField, scene_root: str | Path, *, gripper: Par
     collider = gt.collider()
     table_plane = Plane(torch.tensor([0.0, 0.0, 1.0]), -float(gt.table[1][2]))
     out = Path(out_dir) if out_dir is not None else None
-    rows = {}
+    rows, machine = {}, describe()
     for label in tqdm(labels + parts, desc="ff-eval grasp", unit="query", disable=not progress):
         is_part = label in parts
         target = gt.part_mesh(label)[0] if is_part else label
         if target is None:
             raise DataError(f"{label}: no such part in {gt.root / 'objects.json'}")
         fit_reason = None if is_part else _fits(gt, label, grip, table_plane, seed)
-        row: dict = {"query": label, "object": target, "fits": fit_reason is None, "why_not": fit_reason}
+        row: dict = {"query": label, "object": target, "machine": machine, "fits": fit_reason is None,
+                     "why_not": fit_reason}
         result = plan_grasps(field, label, gripper=grip, k=k, seed=seed)
         row["planner"] = {"num_grasps": len(result), "reason": result.reason, "timings": result.timings}
         vertices, triangles = gt.world(target)
@@ -141,7 +143,7 @@ def evaluate_grasps(field: FeatureField, scene_root: str | Path, *, gripper: Par
             write_json(out / f"grasp_{_slug(label)}.json", row)
     fitting = [r for lab, r in rows.items() if lab in labels and r["fits"]]
     summary = {
-        "checkpoint": field.source, "scene": str(gt.root), "gripper": grip.to_dict(), "k": k,
+        "checkpoint": field.source, "scene": str(gt.root), "machine": describe(), "gripper": grip.to_dict(), "k": k,
         "protocol": cfg.to_dict(),
         "objects": {lab: {"fits": r["fits"], "why_not": r["why_not"], "top1": r["top1_success"],
                           "top5_any": r["top5_any_success"], "num_grasps": r["planner"]["num_grasps"]}
@@ -220,7 +222,7 @@ def evaluate_locate(field: FeatureField, scene_root: str | Path, *, labels: list
         rows[label] = row
     objects = [r for lab, r in rows.items() if lab in labels]
     result = {
-        "checkpoint": field.source, "scene": str(gt.root), "per_query": rows,
+        "checkpoint": field.source, "scene": str(gt.root), "machine": describe(), "per_query": rows,
         "targets": {"centroid_error_m": TARGET_CENTROID, "box_iou": TARGET_BOX_IOU, "part_precision_recall": TARGET_PART},
         "mean_centroid_error_m": float(np.mean([r.get("centroid_error_m", np.nan) for r in objects])),
         "mean_box_iou": float(np.mean([r.get("box_iou", np.nan) for r in objects])),
