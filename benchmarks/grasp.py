@@ -23,15 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import featurefields as ff  # noqa: E402
+from featurefields.machine import describe  # noqa: E402
 from featurefields.robot import PANDA  # noqa: E402
-
-
-def machine() -> dict:
-    """The machine description every benchmark records (featurefields/machine.py: CPU model, SIMD, threads, the
-    native build, the load)."""
-    from featurefields.machine import describe
-
-    return describe()
 
 
 def main() -> None:
@@ -71,7 +64,7 @@ def main() -> None:
     result = {"benchmark": "field.locate + field.grasps per query", "checkpoint": args.checkpoint,
               "num_gaussians": len(probe), "repeats": args.repeats, "statistic": "median",
               "setup_seconds": round(setup, 2), "per_query": rows, "goal_seconds": 2.0,
-              "all_meet_goal": all(r["meets_2s_goal"] for r in rows.values()), **machine(),
+              "all_meet_goal": all(r["meets_2s_goal"] for r in rows.values()), **describe(),
               "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

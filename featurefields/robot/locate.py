@@ -147,28 +147,10 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, opac: Tensor, score
     if int(mine.sum()) < 10:
         return None
     pts, nrm = fine.points[mine], fine.normals[mine]
-    spacing = max(voxel, CONTEXT_VOXEL)
-    others = _away_from(surr.points, pts, 2 * spacing)
-    bottom = float(torch.quantile(pts @ up, 0.05))  # robust: a few artefacts may lie below the support
-    support = fit_support_plane(surr.points[others], surr.normals[others], up, below=bottom + RESTS_ON)
-    fill = pts.new_zeros(0, 3)
-    if support is not None:
-        # nothing of an object standing on a plane is visible below it: what fused there is an artefact (the
-        # underside of a thin book blended into the table), and it would drag the centroid and box down
-        # ... and what lies on the plane facing up is the plane itself (the table around a box, scored as the box
-        # by the blur of the features at the points), not the object
-        dist = support.distance(pts)
-        keep = (dist > -SUPPORT_CLIP) & ~((dist < ON_PLANE) & (nrm @ support.normal > 0.9))
-        if int(keep.sum()) < 10:
-            return None
-        pts, nrm = pts[keep], nrm[keep]
-        hidden = footprint_fill(pts, support, voxel)
-        if len(others.nonzero()):
-            hidden = hidden[_away_from(hidden, surr.points[others], 1.5 * spacing)]
-        if _rests_on(support, pts, body, hidden):
-            fill = hidden  # the unseen underside, completed by the part of its footprint no view sees
-        else:
-            support = None
+    on = _on_support(pts, nrm, body, surr, up, voxel)
+    if on is None:
+        return None
+    pts, nrm, support, fill = on
     completed = torch.cat([pts, fill, _unseen_hull(field, pts, fill, best, voxel)])
     box = upright_box(completed, support.normal if support is not None else up,
                       bottom=None if support is None else -support.offset)
@@ -177,6 +159,32 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, opac: Tensor, score
     return Located(query=text, points=pts, normals=nrm, centroid=completed.mean(0), box=box,
                    score=float(rel[mine].mean()), selection=Selection(sel), support=support, surroundings=surr,
                    timings={"fuse_s": t_fuse, "instance_s": time.perf_counter() - t0})
+
+
+def _on_support(pts: Tensor, nrm: Tensor, body: Tensor, surr: SurfacePoints, up: Tensor, voxel: float):
+    """The plane an instance stands on and its unseen footprint there: (points, normals, support or None, fill
+    [F, 3]), the points cleaned of what belongs to the plane; None if nothing of the instance is left."""
+    spacing = max(voxel, CONTEXT_VOXEL)
+    others = _away_from(surr.points, pts, 2 * spacing)
+    bottom = float(torch.quantile(pts @ up, 0.05))  # robust: a few artefacts may lie below the support
+    support = fit_support_plane(surr.points[others], surr.normals[others], up, below=bottom + RESTS_ON)
+    if support is None:
+        return pts, nrm, None, pts.new_zeros(0, 3)
+    # nothing of an object standing on a plane is visible below it: what fused there is an artefact (the
+    # underside of a thin book blended into the table), and it would drag the centroid and box down; and what
+    # lies on the plane facing up is the plane itself (the table around a box, scored as the box by the blur of
+    # the features at the points), not the object
+    dist = support.distance(pts)
+    keep = (dist > -SUPPORT_CLIP) & ~((dist < ON_PLANE) & (nrm @ support.normal > 0.9))
+    if int(keep.sum()) < 10:
+        return None
+    pts, nrm = pts[keep], nrm[keep]
+    hidden = footprint_fill(pts, support, voxel)
+    if bool(others.any()):
+        hidden = hidden[_away_from(hidden, surr.points[others], 1.5 * spacing)]
+    if not _rests_on(support, pts, body, hidden):
+        return pts, nrm, None, pts.new_zeros(0, 3)
+    return pts, nrm, support, hidden  # the unseen underside: the part of its footprint no view sees
 
 
 def _best_views(views: list[View], target: Tensor, k: int) -> list[View]:

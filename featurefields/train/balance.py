@@ -8,6 +8,8 @@ equal share, whatever its area. The rest stays uniform, so big regions keep thei
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -38,8 +40,13 @@ class FeatureCodes:
             self.centres = None
             return
         data = _normalised(np.concatenate(pool))
-        k = min(clusters, len(data))
-        self.centres, _ = kmeans2(data, k, minit="++", seed=seed)  # [K, D] (scipy: maintained k-means)
+        # no more clusters than distinct features (a labels teacher has one per class): k-means++ would divide by
+        # zero seeding the rest, and leave them empty
+        k = min(clusters, len(np.unique(np.round(data, 3), axis=0)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "one of the clusters is empty": dropped below
+            centres, labels = kmeans2(data, k, minit="++", seed=seed)  # [K, D] (scipy: maintained k-means)
+        self.centres = centres[np.unique(labels)]
 
     def codes(self, i: int) -> Tensor:
         """[h*w] cluster index of every pixel of view i, -1 where the teacher has no valid feature."""
