@@ -111,7 +111,8 @@ class Page:
         self.close_note("Software WebGL")
 
     # ---- waiting ------------------------------------------------------------------------------------------
-    def wait(self, condition, timeout: float = 60.0, what: str = "condition"):
+    # (generous: on a 2-core machine shared with other test workers a query and its lift can take a minute)
+    def wait(self, condition, timeout: float = 150.0, what: str = "condition"):
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             value = condition(self.session)
