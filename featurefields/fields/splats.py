@@ -268,9 +268,14 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
         qi, gi, w = torch.cat(rows), torch.cat(cols), torch.cat(weights)
         density.index_add_(0, qi, w)
         log_transmit.index_add_(0, qi, torch.log1p(-w.clamp(max=0.9999)))
-        # the weighted sum of values as one sparse [P, N] x [N, C] product: no [pairs, C] gather is ever made
-        wmat = torch.sparse_coo_tensor(torch.stack([qi, gi]), w, (p, means.shape[0])).coalesce()
-        acc += torch.sparse.mm(wmat, values.float())
+        # the weighted sum of values as one sparse [P, N] x [N, C] product: no [pairs, C] gather is ever made.
+        # The pairs are unique (each group's tree pairs a point with a Gaussian once, groups are disjoint), so a
+        # CSR matrix is built by sorting the rows, not by COO's far slower coalescing
+        order = torch.argsort(qi)
+        crow = torch.zeros(p + 1, dtype=torch.int64, device=dev)
+        crow[1:] = torch.cumsum(torch.bincount(qi, minlength=p), 0)
+        wmat = torch.sparse_csr_tensor(crow, gi[order], w[order], (p, means.shape[0]))
+        acc += wmat @ values.float()
     mean = acc / density.clamp_min(1e-12)[:, None]
     return density, 1 - log_transmit.exp(), mean
 
