@@ -98,7 +98,7 @@ def run_case(checkpoint: Path, cache: Path, steps: int, hog: bool, adapt: bool) 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", help="JSON file to write (required, except in the timed worker it starts)")
     p.add_argument("--checkpoint", help="a demo checkpoint to resume (default: train one to --start-step)")
     p.add_argument("--cache-dir", help="teacher feature cache of that run (default: next to the checkpoint)")
     p.add_argument("--start-step", type=int, default=1500, help="steps to train first without --checkpoint")
@@ -108,6 +108,8 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], int(args.worker[2]))))
         return 0
+    if not args.out:
+        p.error("--out is required")
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import machine
