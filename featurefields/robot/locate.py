@@ -113,8 +113,8 @@ def locate(field: FeatureField, text: str, *, negatives="auto", teacher: str | N
     out = []
     for c in keep:
         members = idx[torch.from_numpy(labels == c)]
-        loc = _one_instance(field, text, members, pos, opac, score, view_list, up, rel3.positives, rel3.negatives,
-                            negatives, teacher, threshold, voxel, max_views)
+        loc = _one_instance(field, text, members, pos, view_list, up, rel3.positives, rel3.negatives, teacher,
+                            threshold, voxel, max_views)
         if loc is not None:
             loc.timings["select_s"] = t_select
             out.append(loc)
@@ -125,8 +125,8 @@ def locate(field: FeatureField, text: str, *, negatives="auto", teacher: str | N
     return LocateResult(out)
 
 
-def _one_instance(field, text, members: Tensor, pos: Tensor, opac: Tensor, score: Tensor, view_list: list[View],
-                  up: Tensor, positives, negs, negatives, teacher, threshold, voxel, max_views) -> Located | None:
+def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[View], up: Tensor, positives, negs,
+                  teacher, threshold, voxel, max_views) -> Located | None:
     from scipy.spatial import cKDTree
 
     t0 = time.perf_counter()
