@@ -24,7 +24,7 @@ from .gaussians import GaussianField, TeacherSpec, sh0_to_rgb
 from .rendering import FieldRender, render_field
 
 CUTOFF_SIGMA = 3.0  # a Gaussian's influence is ignored beyond 3 standard deviations (weight < 1.1%)
-QUERY_CHUNK = 16_384  # query points per batch of neighbour pairs (bounds memory at pairs x F floats)
+QUERY_CHUNK = 16_384  # query points per batch of neighbour pairs (bounds memory; < 32768: rows are sorted as int16)
 
 
 class GaussianFeatureField(FeatureField):
@@ -244,38 +244,46 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
     amp = opacities * torch.sqrt(scales.float() ** 2 / var).prod(-1) if blur > 0 else opacities
     rot = quat_to_rotmat(quats)  # [N, 3, 3]
     inv_var = 1.0 / var.clamp_min(1e-18)
+    # each Gaussian's own reach: within it lies every point whose m2 <= cutoff^2 (the group's radius, set by its
+    # largest member, is up to twice as far, and pairs beyond a Gaussian's own reach are dropped before any maths)
+    reach = (cutoff * var.max(-1).values.sqrt()).cpu().double().numpy()  # [N]
     index = index if index is not None else MixtureIndex(means, scales)
     trees = [(m, tree, cutoff * math.sqrt(size * size + blur * blur)) for m, tree, size in index.groups]
     pts_np = points.detach().cpu().double().numpy()
     for s in range(0, p, QUERY_CHUNK):
-        qtree = cKDTree(pts_np[s:s + QUERY_CHUNK])
-        rows, cols, weights = [], [], []
+        e = min(p, s + QUERY_CHUNK)
+        qtree = cKDTree(pts_np[s:e])
+        rows, cols, weights = [], [], []  # rows local to the chunk
         for members, tree, r in trees:
             pairs = qtree.sparse_distance_matrix(tree, r, output_type="ndarray")
             if len(pairs) == 0:
                 continue
-            qi = torch.from_numpy(pairs["i"].astype(np.int64) + s).to(dev)
-            gi = torch.from_numpy(members[pairs["j"]]).to(dev)
-            d = points[qi] - means[gi]  # [K, 3]
-            local = torch.einsum("kji,kj->ki", rot[gi], d)  # R^T d
+            gj = members[pairs["j"]]
+            near = pairs["v"] <= reach[gj]
+            if not near.any():
+                continue
+            qi = torch.from_numpy(pairs["i"][near].astype(np.int64)).to(dev)
+            gi = torch.from_numpy(gj[near]).to(dev)
+            d = points[s + qi] - means[gi]  # [K, 3]
+            local = torch.einsum("kji,kj->ki", rot[gi], d)  # R^T d: stable for the thinnest splats
             m2 = (local * local * inv_var[gi]).sum(-1)
-            w = amp[gi] * torch.exp(-0.5 * m2) * (m2 <= cutoff * cutoff)
-            rows.append(qi)
-            cols.append(gi)
-            weights.append(w)
+            live = m2 <= cutoff * cutoff
+            rows.append(qi[live])
+            cols.append(gi[live])
+            weights.append(amp[gi[live]] * torch.exp(-0.5 * m2[live]))
         if not rows:
             continue
         qi, gi, w = torch.cat(rows), torch.cat(cols), torch.cat(weights)
-        density.index_add_(0, qi, w)
-        log_transmit.index_add_(0, qi, torch.log1p(-w.clamp(max=0.9999)))
-        # the weighted sum of values as one sparse [P, N] x [N, C] product: no [pairs, C] gather is ever made.
+        density[s:e].index_add_(0, qi, w)
+        log_transmit[s:e].index_add_(0, qi, torch.log1p(-w.clamp(max=0.9999)))
+        # the weighted sum of values as one sparse [rows, N] x [N, C] product: no [pairs, C] gather is ever made.
         # The pairs are unique (each group's tree pairs a point with a Gaussian once, groups are disjoint), so a
-        # CSR matrix is built by sorting the rows, not by COO's far slower coalescing
-        order = torch.argsort(qi)
-        crow = torch.zeros(p + 1, dtype=torch.int64, device=dev)
-        crow[1:] = torch.cumsum(torch.bincount(qi, minlength=p), 0)
-        wmat = torch.sparse_csr_tensor(crow, gi[order], w[order], (p, means.shape[0]))
-        acc += wmat @ values.float()
+        # CSR matrix is built by sorting the rows (as int16: a chunk has fewer than 32768), not by COO's coalescing
+        order = torch.sort(qi.to(torch.int16), stable=True).indices
+        crow = torch.zeros(e - s + 1, dtype=torch.int64, device=dev)
+        crow[1:] = torch.cumsum(torch.bincount(qi, minlength=e - s), 0)
+        wmat = torch.sparse_csr_tensor(crow, gi[order], w[order], (e - s, means.shape[0]))
+        acc[s:e] += wmat @ values.float()
     mean = acc / density.clamp_min(1e-12)[:, None]
     return density, 1 - log_transmit.exp(), mean
 
