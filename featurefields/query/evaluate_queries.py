@@ -171,7 +171,8 @@ def evaluate_queries(engine: QueryEngine, queries: dict[str, dict[str, list[str]
             s["mean_precision_3d"] = mean([r["precision_3d"] for r in of(kind)])
             s["mean_recall_3d"] = mean([r["recall_3d"] for r in of(kind)])
     exact_partial = of("exact") + of("partial")
-    class_recalls = [(q, lab, x) for q, r in per_query.items() if r["kind"] == "class" for lab, x in r["recall"].items()]
+    class_recalls = [(q, lab, x) for q, r in per_query.items() if r["kind"] == "class"
+                     for lab, x in r["recall"].items()]
     acceptance = {
         "exact_partial_iou": {"target": TARGETS["exact_partial_iou"],
                               "min": min((r["iou"] for r in exact_partial), default=float("nan")),

@@ -115,7 +115,8 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
     to in the text space. ``sim`` [P, L, 2]: cosine of each positive to each label phrase and to the label's head
     noun ("book" for "blue hardcover book": a class word such as "reading material" is nearer a bare noun than a
     description). A label is close when its similarity (the larger of the two) is >= ``min_sim`` and within
-    ``within`` of the positive's best label, so a partial name, a synonym or a class word finds its objects and a
+    ``within`` of the positive's best label (a close label brings the labels it names: "cup" is the mug, so its
+    "mug handle" too), so a partial name, a synonym or a class word finds its objects and a
     word that is vaguely like everything ("tin": 0.3 to half the table) finds nothing rather than the wrong thing.
 
     LERF-style: the query is compared with the scene's vocabulary first, the field is then asked for the query and
@@ -125,11 +126,12 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
     for i, p in enumerate(positives):
         cand = [j for j, lab in enumerate(labels) if words(lab) and " ".join(words(lab)) not in NEVER_MATCHED]
         best = max((float(best_sim[i, j]) for j in cand), default=-1.0)
+        floor = max(min_sim, best - within)
+        close = [lab for j, lab in enumerate(labels) if j in cand and float(best_sim[i, j]) >= floor]
         chosen = []
-        for j, lab in enumerate(labels):
-            close = j in cand and float(best_sim[i, j]) >= max(min_sim, best - within)
+        for lab in labels:  # what the positive names, what it is close to, and what those name ("mug handle")
             name = " ".join(lab.replace("_", " ").split())
-            if (names_same_thing(lab, p) or close) and name not in chosen:
+            if any(names_same_thing(lab, x) for x in [p] + close) and name not in chosen:
                 chosen.append(name)
         out.append(chosen)
     return out
