@@ -67,7 +67,7 @@ def main() -> None:
 
 
 def locate_rows(engine: QueryEngine, queries: dict) -> dict:
-    from featurefields.robot.evaluate import GroundTruthScene, TARGET_CENTROID, true_centroid
+    from featurefields.robot.evaluate import TARGET_CENTROID, GroundTruthScene, true_centroid
 
     gt = GroundTruthScene.load(engine.scene.root)
     rows = {}

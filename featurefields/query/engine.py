@@ -33,6 +33,7 @@ from ..fields.views import interpolated_views, views_from_camera_file  # noqa: F
 from .relevancy import (
     CANONICAL_NEGATIVES,
     TEMPERATURE,
+    TEXT_MATCH,
     QueryError,
     head_noun,
     relevancy_from_scores,
@@ -253,12 +254,15 @@ class QueryEngine:
 
     def _vocabulary(self, positives: list[str], labels: list[str], teacher: str) -> list[list[str]]:
         """Per positive, the scene labels it stands for (text-space similarity to each label and its head noun)."""
+        match = TEXT_MATCH.get(teacher)
+        if match is None:  # an encoder whose cosine scale is not calibrated: the word rule alone
+            return vocabulary_matches(positives, labels, torch.full((len(positives), len(labels), 2), -1.0))
         heads = [head_noun(lab) or lab for lab in labels]
         emb = self.encode_text(list(positives) + list(labels) + heads, teacher).float()
         p, n = len(positives), len(labels)
         q, lab_e, head_e = emb[:p], emb[p:p + n], emb[p + n:]
         sim = torch.stack([q @ lab_e.T, q @ head_e.T], dim=-1)  # [P, L, 2]
-        return vocabulary_matches(positives, labels, sim)
+        return vocabulary_matches(positives, labels, sim, *match)
 
     def _texts(self, query: str | Sequence[str], negatives, teacher: str | None) -> QueryTexts:
         positives = split_positives(query) if isinstance(query, str) else [

@@ -106,6 +106,10 @@ def scene_negatives(labels: Sequence[str], positives: Sequence[str]) -> list[str
 
 MATCH_MIN = 0.4  # cosine (query, label) from which a label can be what the query means (all-MiniLM-L6-v2 scale)
 MATCH_WITHIN = 0.1  # ... and at most this far below the query's best label: "fruit" is the banana, not the ball
+# (min, within) per text teacher. Cosines are on each text encoder's own scale, so only encoders measured here get
+# text matching (benchmarks/results/queries_descriptive.json); the others (clip: no weights offline to calibrate
+# with) match by the word rule alone until measured.
+TEXT_MATCH: dict[str, tuple[float, float]] = {"labels": (MATCH_MIN, MATCH_WITHIN)}
 NEVER_MATCHED = ("background",)  # the room around a scene is no answer to a query for a thing
 
 

@@ -33,6 +33,7 @@ def test_ff_query_text(oracle, tmp_path):
                "--out", out) == 0
     summary = json.loads((out / "query.json").read_text())
     assert summary["positives"] == ["mug"] and summary["teacher"] == "labels"
+    assert summary["stands_for"] == {"mug": ["mug handle"]}  # the handle is the mug's, and scores for it
     assert summary["selected_gaussians"] == oracle.count("mug")
     names = [f"frame_{i:05d}" for i in range(6)]
     assert [v["view"] for v in summary["views"]] == names

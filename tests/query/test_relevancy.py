@@ -141,14 +141,15 @@ class _HandMadeField:
     """Just enough of a field for QueryEngine.resolve_query: label names and a text encoder that returns hand-made
     unit vectors, so the rule is tested on embeddings whose similarities we chose."""
 
-    def __init__(self, vectors: dict[str, list[float]], labels: list[str]):
+    def __init__(self, vectors: dict[str, list[float]], labels: list[str], teacher: str = "labels"):
+        self.teacher = teacher
         self.vectors = {k: torch.nn.functional.normalize(torch.tensor(v, dtype=torch.float32), dim=0)
                         for k, v in vectors.items()}
         self.label_names = labels
         self.device = torch.device("cpu")
 
     def text_teacher(self, name=None):
-        return "labels"
+        return self.teacher
 
     def encode_text(self, phrases, teacher):
         return torch.stack([self.vectors[p] for p in phrases])
@@ -212,6 +213,14 @@ def test_resolve_query_modes_say_what_each_positive_stands_for():
     assert eng.resolve_query(["cup"], "scene").negatives == ["yellow banana", "red soda can"]
     assert eng.resolve_negatives(["cup"], "words") == ["yellow banana", "red soda can", "blue coffee mug",
                                                       *CANONICAL_NEGATIVES]
+
+
+def test_uncalibrated_text_encoders_match_by_words_alone():
+    """Cosines are on each encoder's own scale: one without measured thresholds (clip here) gets the word rule."""
+    from featurefields.query.engine import QueryEngine
+
+    eng = QueryEngine(_HandMadeField(_VECTORS, ["yellow banana", "red soda can", "blue coffee mug"], "clip"))
+    assert eng.resolve_query(["banana", "cup"], "auto").stands_for == [["yellow banana"], []]
 
 
 def test_vocabulary_matches_need_a_close_and_clear_label():
