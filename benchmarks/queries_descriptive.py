@@ -1,8 +1,9 @@
-"""Open-vocabulary queries on the descriptive tabletop: every query rule (--negatives mode) on the same field.
+r"""Open-vocabulary queries on the descriptive tabletop: every query rule (--negatives mode) on the same field.
 
     ff-scene tabletop --labels descriptive --out /tmp/desc
     ff-train /tmp/desc --out /tmp/desc_run                      # defaults: labels teacher, 2000 iterations
-    python benchmarks/queries_descriptive.py /tmp/desc_run/checkpoint.pt --out benchmarks/results/queries_descriptive.json
+    python benchmarks/queries_descriptive.py /tmp/desc_run/checkpoint.pt --locate \
+        --out benchmarks/results/queries_descriptive.json
 
 For each rule, :func:`featurefields.query.evaluate_queries.evaluate_queries` with the queries of
 ``benchmarks/queries_descriptive.json`` (object -> exact label, partial name, two synonyms, a class word, a
