@@ -234,7 +234,6 @@ class QueryEngine:
                 raise ConfigError("negatives 'scene' need a scene with semantic label names; this one has none "
                                   "(use canonical or list phrases)")
             if mode == "words" or not labels:
-                named = [[] for _ in positives]
                 scene = scene_negatives(labels, positives)
             else:
                 named = self._vocabulary(positives, labels, name)

@@ -9,7 +9,9 @@ is ``sigmoid((q.f - max_i n_i.f) / T)``: one matrix product against all text emb
 makes scoring a million Gaussians cheap. ``relevancy > 0.5`` means exactly "the positive beats every negative";
 with the scene's other label names as negatives it is the best-label assignment used for segmentation.
 
-Pure tensor functions here; text encoding and rendering live in :mod:`.engine`.
+Before scoring, a query is matched against the scene's vocabulary (:func:`vocabulary_matches`: the labels it names
+by the word rule or is close to in the text space score for it; the others are negatives), so "cup" finds a scene's
+"blue coffee mug" instead of losing to it. Pure functions here; text encoding and rendering live in :mod:`.engine`.
 """
 from __future__ import annotations
 
