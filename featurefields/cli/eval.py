@@ -19,6 +19,10 @@ examples:
         every object of objects.json: mask IoU in the held-out views and 3D precision/recall of its Gaussians
   ff-eval segmentation outputs/tabletop/checkpoint.pt --labels mug,bowl --min-opacity 0.3 --out outputs/e2
         chosen labels, a different opacity threshold for 'reasonably opaque' Gaussians
+  ff-eval segmentation outputs/descriptive/checkpoint.pt --queries benchmarks/queries_descriptive.json --out e3
+        open vocabulary: per query of the file (object -> exact label, partial name, synonyms, class word, phrase),
+        mask IoU against its answers, recall per answer, coverage of other objects, 3D precision/recall; default
+        settings (--negatives auto); writes queries.json with the acceptance of each kind
 
 segmentation: each label is queried as text. --negatives scene (default) is the best-label rule: a pixel or
 Gaussian belongs to the label when its LERF relevancy > 0.5 against every other scene label, i.e. the label scores
@@ -78,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scene", help="the training scene folder, if it moved since training")
     s.add_argument("--labels", help="comma-separated labels (default: the objects of objects.json)")
     s.add_argument("--views", default=d.views, help="test | train | all | frame list (default: test)")
-    s.add_argument("--negatives", default=d.negatives, help="scene (default) | auto | canonical | 'a; b'")
+    s.add_argument("--negatives", default=None,
+                   help="scene (default; auto with --queries) | auto | vocabulary | similar | words | canonical | "
+                        "'a; b'")
+    s.add_argument("--queries", metavar="FILE",
+                   help="JSON file object -> queries by kind (exact, partial, synonym, class, phrase): evaluate "
+                        "what people type instead of the labels (see benchmarks/queries_descriptive.json)")
     s.add_argument("--threshold", type=arg(number, lo=0, hi=1), default=d.threshold,
                    help="relevancy threshold (default 0.5)")
     s.add_argument("--min-opacity", type=arg(number, lo=0, hi=1), default=d.min_opacity,
@@ -213,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     from .query import engine_from_args, output_folder
 
     labels = [x.strip() for x in text(args.labels, "--labels").split(",") if x.strip()] if args.labels else None
-    cfg = SegmentationConfig(labels=labels, views=args.views, negatives=args.negatives, threshold=args.threshold,
+    negatives = args.negatives or ("auto" if args.queries else SegmentationConfig().negatives)
+    cfg = SegmentationConfig(labels=labels, views=args.views, negatives=negatives, threshold=args.threshold,
                              min_opacity=args.min_opacity, dilation=args.dilation, clean=args.clean,
                              lift=args.lift, teacher=args.teacher, require_3d=not args.only_2d)
+    if args.queries:
+        return run_queries(args, cfg)
     out = output_folder(args, None)
     engine = engine_from_args(args, out)
     engine.text_teacher(args.teacher)  # a field that cannot answer text fails before any rendering
@@ -231,6 +243,31 @@ def main(argv: list[str] | None = None) -> int:
     if "mean_precision_3d" not in r:
         verdict = f"2D targets {'met' if r['passed'] else 'missed'} (3D not evaluated: no objects.json)"
     print(f"mean IoU {r['mean_iou']:.3f}{tail}; {verdict}; {out.path}/segmentation.json", file=sys.stderr)
+    return 0
+
+
+def run_queries(args, cfg) -> int:
+    from ..errors import ConfigError
+    from ..query.evaluate_queries import evaluate_queries, read_queries
+    from .query import engine_from_args, output_folder
+
+    if args.labels:
+        raise ConfigError("--labels and --queries do not go together: the query file names the objects")
+    queries = read_queries(args.queries)  # a bad file fails before the field loads
+    out = output_folder(args, None)
+    engine = engine_from_args(args, out)
+    engine.text_teacher(args.teacher)
+    with out as folder:
+        r = evaluate_queries(engine, queries, cfg, folder)
+    for q, row in r["per_query"].items():
+        extra = (f"  3D precision {row['precision_3d']:.2f} recall {row['recall_3d']:.2f}"
+                 if "precision_3d" in row else "")
+        print(f"{row['kind']:>8} {q!r:>24} -> {', '.join(row['answers'])}: IoU {row['iou']:.2f}, other objects "
+              f"<= {row['max_false_coverage']:.2f}{extra}")
+    for name, a in r["acceptance"].items():
+        val = a.get("value", a.get("min", a.get("max")))
+        print(f"{name}: {val:.3f} (target {a['target']}) {'met' if a['met'] else 'NOT met'}")
+    print(f"{'all targets met' if r['passed'] else 'some targets missed'}; {out.path}/queries.json", file=sys.stderr)
     return 0
 
 

@@ -28,8 +28,12 @@ examples:
 how it scores: text -> the field's text-aligned teacher (labels: all-MiniLM-L6-v2; clip: its text tower);
 relevancy = min over negatives of softmax(q.f, n.f) at temperature 0.1 (LERF), on rendered feature maps and on
 every Gaussian's own decoded feature. Masks and the 3D selection keep relevancy > --threshold (0.5: the query
-beats every negative). --negatives auto uses the scene's label names (minus those the query names) plus the
-canonical object/things/stuff/texture; 'scene' the labels only (best-label assignment); 'canonical' LERF's four.
+beats every negative). --negatives auto first matches the query against the scene's label names: a label it
+names ("banana" for "yellow banana") or is close to in the text space (cosine >= 0.4 to the label or its head
+noun, within 0.1 of the best: "cup" for "blue coffee mug", "fruit" for "yellow banana") scores for the query; the
+other labels and the canonical object/things/stuff/texture are negatives. 'scene': the same without canonical
+(best-label assignment); 'similar': matched labels only leave the negatives; 'words': labels named by the query's
+words leave the negatives (the old rule); 'canonical': LERF's four. query.json lists what each phrase stood for.
 
 outputs under --out: <view>_heatmap.png, <view>_mask.png (0/255) per view; selection.pt (3D selection, for
 ff-edit --selection); relevancy.ply with --ply (the field + a 'relevancy' property per Gaussian); query.json
@@ -49,7 +53,9 @@ def add_selection_options(p: argparse.ArgumentParser, min_opacity: float | None 
     from ..query.engine import DEFAULT_MIN_OPACITY
 
     p.add_argument("--negatives", default="auto",
-                   help="auto | scene | canonical | 'phrase; phrase' (default auto: scene labels + canonical)")
+                   help="auto (= vocabulary, the default) | scene | similar | words | canonical | 'phrase; phrase' "
+                        "(auto: the query also scores as the scene labels it names or is close to in the text space, "
+                        "'banana' as 'yellow banana'; the other labels + canonical are negatives)")
     p.add_argument("--threshold", type=arg(number, lo=-1, hi=1), default=None,
                    help="relevancy (text, default 0.5) or cosine similarity (prompts, default 0.8) above which a "
                         "pixel or Gaussian is selected")
@@ -210,6 +216,7 @@ def run_text(engine, args, out: OutputFolder) -> dict:
             write_relevancy_ply(folder / "relevancy.ply", engine.field, rel3.combined,
                                 world_from_scene=engine.world_from_scene)
         summary = {"query": args.query, "positives": rel3.positives, "negatives": rel3.negatives,
+                   "stands_for": dict(zip(rel3.positives, rel3.stands_for)),
                    "teacher": engine.text_teacher(args.teacher), "threshold": threshold, "views": per_view,
                    "lift": args.lift, "selected_gaussians": sel.count, "num_gaussians": len(engine.field)}
         write_json(folder / "query.json", summary)

@@ -15,6 +15,9 @@ example:
       the committed demo scene: 48 views of 8 objects on a table, 200x150 pixels
   ff-scene tabletop --seed 3 --out /tmp/tt --views 8 --width 80 --height 60
       a small variant with another object layout and camera orbit
+  ff-scene tabletop --labels descriptive --out /tmp/tabletop_descriptive
+      the same table, objects named by phrases ("blue coffee mug", "yellow banana"): for testing queries with words
+      that are not the training labels (ff-eval segmentation --queries benchmarks/queries_descriptive.json)
 
 Output folder (replaced atomically, so an interrupted run leaves nothing half-written):
   transforms.json   PINHOLE intrinsics, OpenGL camera-to-world poses, semantic/instance label lists
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=150, help="image height in pixels (default 150)")
     p.add_argument("--points", type=arg(integer, lo=1, hi=10_000_000), default=5000,
                    help="surface points written to points.ply (default 5000)")
+    p.add_argument("--labels", choices=["plain", "descriptive"], default="plain",
+                   help="label names: plain (mug, bowl, ..., with part classes 'mug handle', 'bottle neck'; "
+                   "default) or descriptive (blue coffee mug, ceramic bowl, ...; whole objects only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_folder(args.out)  # (the generator then replaces the folder atomically, see below)
     t0 = time.perf_counter()
     out = GENERATORS[args.scene](args.out, seed=args.seed, views=args.views, width=args.width, height=args.height,
-                                 n_points=args.points, progress=not args.quiet)
+                                 n_points=args.points, progress=not args.quiet, labels=args.labels)
     if not args.quiet:
         print(f"wrote {out} ({args.views} views, {args.width}x{args.height}) in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr)

@@ -33,19 +33,51 @@ from ..fields.views import interpolated_views, views_from_camera_file  # noqa: F
 from .relevancy import (
     CANONICAL_NEGATIVES,
     TEMPERATURE,
+    TEXT_MATCH,
     QueryError,
+    head_noun,
     relevancy_from_scores,
     scene_negatives,
     split_phrases,
     split_positives,
+    vocabulary_matches,
 )
 from .selection import Selection
 
-NEGATIVE_MODES = ("auto", "canonical", "scene")
+# How a query's negatives are chosen (see resolve_query). 'auto' is 'vocabulary' (measured best on the descriptive
+# tabletop, benchmarks/results/queries_descriptive.json); the others stay selectable by name.
+NEGATIVE_MODES = ("auto", "vocabulary", "similar", "words", "scene", "canonical")
 DEFAULT_THRESHOLD = 0.5  # relevancy above it: the positive beats every negative (LERF's pairwise softmax > 1/2)
 DEFAULT_MIN_OPACITY = 0.3  # Gaussians below it are mostly see-through and carry poorly supervised features
 DEFAULT_SIMILARITY = 0.8  # cosine to a prompt's reference feature above which a pixel/Gaussian belongs to it
 MIN_ALPHA = 0.05  # pixels the field barely covers have no feature to speak of: relevancy 0 there
+
+
+@dataclass
+class QueryTexts:
+    """A query resolved against the scene's vocabulary: what is compared with every feature."""
+    teacher: str
+    positives: list[str]
+    negatives: list[str]
+    stands_for: list[list[str]]  # per positive: the scene labels that also score for it ([] in the plain modes)
+    embeddings: Tensor = dc_field(repr=False)  # [sum(1 + len(stands_for[k])) + len(negatives), D] unit
+
+    @property
+    def groups(self) -> list[list[int]]:  # rows of the embeddings that score for each positive
+        out, i = [], 0
+        for extra in self.stands_for:
+            out.append(list(range(i, i + 1 + len(extra))))
+            i += 1 + len(extra)
+        return out
+
+    @property
+    def num_positive_rows(self) -> int:
+        return sum(1 + len(e) for e in self.stands_for)
+
+    def relevancy(self, scores: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+        """Cosines to the embeddings [..., rows] -> relevancy [..., P]."""
+        k = self.num_positive_rows
+        return relevancy_from_scores(scores[..., :k], scores[..., k:], temperature, self.groups)
 
 
 @dataclass
@@ -55,6 +87,7 @@ class Relevancy2D:
     negatives: list[str]
     relevancy: Tensor  # [P, H, W] in (0, 1); 0 where the field does not cover the pixel
     render: FieldRender = dc_field(repr=False)
+    stands_for: list[list[str]] = dc_field(default_factory=list)  # per positive: scene labels it also answers by
 
     @property
     def combined(self) -> Tensor:  # [H, W]: relevant to any positive
@@ -69,6 +102,7 @@ class Relevancy3D:
     positives: list[str]
     negatives: list[str]
     relevancy: Tensor  # [P, N] per element (or per query point)
+    stands_for: list[list[str]] = dc_field(default_factory=list)  # per positive: scene labels it also answers by
 
     @property
     def combined(self) -> Tensor:  # [N]
@@ -163,36 +197,76 @@ class QueryEngine:
         return self.field.encode_text(phrases, teacher)
 
     # ---- text -----------------------------------------------------------------------------------------------
-    def resolve_negatives(self, positives: Sequence[str], negatives: str | Sequence[str] = "auto") -> list[str]:
-        """'canonical' (object, things, stuff, texture), 'scene' (the scene's label names not named by a positive),
-        'auto' (scene + canonical when the scene has labels, else canonical), or explicit phrases (a list or one
-        ';'-separated string)."""
-        if isinstance(negatives, str) and negatives.strip() in NEGATIVE_MODES:
-            mode = negatives.strip()
-            if mode == "canonical":
-                return list(CANONICAL_NEGATIVES)
-            labels = self.label_names
+    def resolve_negatives(self, positives: Sequence[str], negatives: str | Sequence[str] = "auto",
+                          teacher: str | None = None) -> list[str]:
+        """The negative phrases :meth:`resolve_query` chooses for ``positives`` (see there for the modes)."""
+        return self.resolve_query(positives, negatives, teacher).negatives
+
+    def resolve_query(self, positives: Sequence[str], negatives: str | Sequence[str] = "auto",
+                      teacher: str | None = None) -> QueryTexts:
+        """The one place a query's texts are chosen (2D, 3D, points, CLIs, locate and the viewer all come here).
+
+        Modes (``negatives``):
+
+        - 'vocabulary' ('auto', the default): each positive stands for the scene labels it names by the word rule
+          or is close to in the text space (:func:`~.relevancy.vocabulary_matches`); those labels score for it,
+          every other scene label and the canonical phrases are negatives. "banana" in a scene labelled "yellow
+          banana" is the banana, "fruit" is the banana too, "tin" (like everything a little) is nothing.
+        - 'scene': the same without the canonical phrases: the best-label rule of segmentation.
+        - 'similar': the scene labels the positive stands for are dropped from the negatives but do not score.
+        - 'words': scene labels not named by the word rule + canonical (the rule before text matching).
+        - 'canonical': object, things, stuff, texture (LERF's); or explicit phrases (a list or 'a; b').
+
+        A scene without label names has only the canonical negatives in the scene modes ('scene' is refused)."""
+        name = self.text_teacher(teacher)
+        positives = list(positives)
+        mode = negatives.strip() if isinstance(negatives, str) and negatives.strip() in NEGATIVE_MODES else None
+        labels = [lab for lab in (self.label_names or []) if lab and str(lab).strip()]
+        stands_for: list[list[str]] = [[] for _ in positives]
+        if mode is None:
+            phrases = split_phrases(negatives, "negatives") if isinstance(negatives, str) else [
+                p for n in negatives for p in split_phrases(n, "negatives")]
+            negs = list(dict.fromkeys(phrases))
+        elif mode == "canonical":
+            negs = list(CANONICAL_NEGATIVES)
+        else:
             if mode == "scene" and not labels:
                 raise ConfigError("negatives 'scene' need a scene with semantic label names; this one has none "
                                   "(use canonical or list phrases)")
-            scene = scene_negatives(labels or [], positives)
+            if mode == "words" or not labels:
+                scene = scene_negatives(labels, positives)
+            else:
+                named = self._vocabulary(positives, labels, name)
+                said = {lab for m in named for lab in m}
+                scene = [lab for lab in scene_negatives(labels, []) if lab not in said]
+                if mode != "similar":
+                    stands_for = [[lab for lab in m if lab != p] for m, p in zip(named, positives)]
             if mode == "scene":
                 if not scene:
                     raise ConfigError("every scene label is named by the query, so no negatives are left")
-                return scene
-            return list(dict.fromkeys(scene + [n for n in CANONICAL_NEGATIVES if n not in positives]))
-        phrases = split_phrases(negatives, "negatives") if isinstance(negatives, str) else [
-            p for n in negatives for p in split_phrases(n, "negatives")]
-        return list(dict.fromkeys(phrases))
+                negs = scene
+            else:
+                negs = list(dict.fromkeys(scene + [n for n in CANONICAL_NEGATIVES if n not in positives]))
+        rows = [t for p, extra in zip(positives, stands_for) for t in [p] + extra]
+        emb = self.encode_text(rows + negs, name)
+        return QueryTexts(name, positives, negs, stands_for, emb)
 
-    def _texts(self, query: str | Sequence[str], negatives, teacher: str | None
-               ) -> tuple[str, list[str], list[str], Tensor, Tensor]:
+    def _vocabulary(self, positives: list[str], labels: list[str], teacher: str) -> list[list[str]]:
+        """Per positive, the scene labels it stands for (text-space similarity to each label and its head noun)."""
+        match = TEXT_MATCH.get(teacher)
+        if match is None:  # an encoder whose cosine scale is not calibrated: the word rule alone
+            return vocabulary_matches(positives, labels, torch.full((len(positives), len(labels), 2), -1.0))
+        heads = [head_noun(lab) or lab for lab in labels]
+        emb = self.encode_text(list(positives) + list(labels) + heads, teacher).float()
+        p, n = len(positives), len(labels)
+        q, lab_e, head_e = emb[:p], emb[p:p + n], emb[p + n:]
+        sim = torch.stack([q @ lab_e.T, q @ head_e.T], dim=-1)  # [P, L, 2]
+        return vocabulary_matches(positives, labels, sim, *match)
+
+    def _texts(self, query: str | Sequence[str], negatives, teacher: str | None) -> QueryTexts:
         positives = split_positives(query) if isinstance(query, str) else [
             p for q in query for p in split_positives(q)]
-        name = self.text_teacher(teacher)
-        negs = self.resolve_negatives(positives, negatives)
-        emb = self.encode_text(positives + negs, name)
-        return name, positives, negs, emb[:len(positives)], emb[len(positives):]
+        return self.resolve_query(positives, negatives, teacher)
 
     # ---- scoring --------------------------------------------------------------------------------------------
     def scores(self, rows: Tensor, texts: Tensor, teacher: str, exact: bool = False,
@@ -206,26 +280,24 @@ class QueryEngine:
                      teacher: str | None = None, temperature: float = TEMPERATURE,
                      out: FieldRender | None = None) -> Relevancy2D:
         """LERF relevancy of every pixel of a rendered view, per positive: [P, H, W]."""
-        name, pos, negs, tp, tn = self._texts(query, negatives, teacher)
+        t = self._texts(query, negatives, teacher)
         out = out if out is not None else self.render(view)
         if out.features is None:
             raise ConfigError(f"{self.source}: the field has no feature channels")
         rows = out.features.reshape(-1, out.features.shape[-1])
-        s = self.scores(rows, torch.cat([tp, tn]), name)
-        rel = relevancy_from_scores(s[:, :len(pos)], s[:, len(pos):], temperature)  # [HW, P]
-        rel = rel.T.reshape(len(pos), view.height, view.width)
+        rel = t.relevancy(self.scores(rows, t.embeddings, t.teacher), temperature)  # [HW, P]
+        rel = rel.T.reshape(len(t.positives), view.height, view.width)
         rel = torch.where(out.alpha[None] >= MIN_ALPHA, rel, torch.zeros_like(rel))
-        return Relevancy2D(view, pos, negs, rel, out)
+        return Relevancy2D(view, t.positives, t.negatives, rel, out, t.stands_for)
 
     @torch.no_grad()
     def relevancy_3d(self, query: str | Sequence[str], *, negatives: str | Sequence[str] = "auto",
                      teacher: str | None = None, temperature: float = TEMPERATURE, exact: bool = False,
                      chunk: int | None = None) -> Relevancy3D:
         """LERF relevancy of every element's own decoded feature: [P, N]."""
-        name, pos, negs, tp, tn = self._texts(query, negatives, teacher)
-        s = self.scores(self.field.element_features(), torch.cat([tp, tn]), name, exact=exact, chunk=chunk)
-        rel = relevancy_from_scores(s[:, :len(pos)], s[:, len(pos):], temperature)
-        return Relevancy3D(pos, negs, rel.T.contiguous())
+        t = self._texts(query, negatives, teacher)
+        s = self.scores(self.field.element_features(), t.embeddings, t.teacher, exact=exact, chunk=chunk)
+        return Relevancy3D(t.positives, t.negatives, t.relevancy(s, temperature).T.contiguous(), t.stands_for)
 
     @torch.no_grad()
     def relevancy_points(self, query: str | Sequence[str], xyz: Tensor, *,
@@ -233,12 +305,11 @@ class QueryEngine:
                          temperature: float = TEMPERATURE, blur: float = 0.0) -> Relevancy3D:
         """LERF relevancy of the field's features at arbitrary world points ``xyz`` [M, 3] (see
         :meth:`FeatureField.query_points`, ``blur`` included): [P, M]; 0 where the field holds nothing."""
-        name, pos, negs, tp, tn = self._texts(query, negatives, teacher)
+        t = self._texts(query, negatives, teacher)
         q = self.field.query_points(check_points(xyz, "query points"), teachers=[], blur=blur)
-        s = self.scores(q.latent, torch.cat([tp, tn]), name)
-        rel = relevancy_from_scores(s[:, :len(pos)], s[:, len(pos):], temperature)
+        rel = t.relevancy(self.scores(q.latent, t.embeddings, t.teacher), temperature)
         rel = torch.where(q.density[:, None] > 1e-6, rel, torch.zeros_like(rel))
-        return Relevancy3D(pos, negs, rel.T.contiguous())
+        return Relevancy3D(t.positives, t.negatives, rel.T.contiguous(), t.stands_for)
 
     def select(self, query: str | Sequence[str], *, threshold: float = DEFAULT_THRESHOLD,
                min_opacity: float = DEFAULT_MIN_OPACITY, clean: bool = False, negatives: str | Sequence[str] = "auto",

@@ -9,7 +9,9 @@ is ``sigmoid((q.f - max_i n_i.f) / T)``: one matrix product against all text emb
 makes scoring a million Gaussians cheap. ``relevancy > 0.5`` means exactly "the positive beats every negative";
 with the scene's other label names as negatives it is the best-label assignment used for segmentation.
 
-Pure tensor functions here; text encoding and rendering live in :mod:`.engine`.
+Before scoring, a query is matched against the scene's vocabulary (:func:`vocabulary_matches`: the labels it names
+by the word rule or is close to in the text space score for it; the others are negatives), so "cup" finds a scene's
+"blue coffee mug" instead of losing to it. Pure functions here; text encoding and rendering live in :mod:`.engine`.
 """
 from __future__ import annotations
 
@@ -60,35 +62,96 @@ def split_positives(query: str) -> list[str]:
     return split_phrases(query, "query")
 
 
-def scene_negatives(labels: Sequence[str], positives: Sequence[str]) -> list[str]:
-    """The scene's label names as negatives, minus those that say what a positive says (a negative that names the
-    same thing would always win). A label is dropped for a positive when
+# Words after which a phrase's head noun has been said: "a mug of coffee" is a mug, "a banana on the table" a banana.
+_PREPOSITIONS = frozenset("of on in with at from for under near beside by behind inside".split())
+
+
+def words(text: str) -> list[str]:
+    """'Coffee_Mug' -> ['coffee', 'mug']: lower-case word tokens, underscores as spaces."""
+    return re.findall(r"\w+", text.lower().replace("_", " "))
+
+
+def head_noun(text: str) -> str:
+    """The word a phrase names a thing by: its last word before any preposition ('the red mug' -> 'mug', 'a mug of
+    coffee' -> 'mug'); '' for a phrase without words."""
+    w = words(text)
+    cut = next((i for i, x in enumerate(w) if x in _PREPOSITIONS and i > 0), len(w))
+    return w[cut - 1] if w[:cut] else (w[-1] if w else "")
+
+
+def names_same_thing(label: str, positive: str) -> bool:
+    """The word rule: does ``positive`` say what ``label`` says? True when
 
     - the positive's words are all in the label: the label is a kind or a part of it ("yellow banana" or "mug
       handle" for "banana" or "mug": the handle is part of the mug, so "mug" covers its pixels too);
-    - or the label's words are all in the positive and both end in the same word (their head noun): the label
-      names the positive more generally ("mug" for "red mug"). "mug" stays a negative for "mug handle", whose head
-      is "handle": the rest of the mug is not its handle."""
-    def words(s: str) -> list[str]:
-        return re.findall(r"\w+", s.lower().replace("_", " "))
+    - or the label's words are all in the positive and both have the same head noun: the label names the positive
+      more generally ("mug" for "red mug"). "mug" is not said by "mug handle", whose head is "handle": the rest of
+      the mug is not its handle, and "table" is not said by "a banana on the table"."""
+    p, w = set(words(positive)), set(words(label))
+    if not p or not w:
+        return False
+    return p <= w or (w <= p and head_noun(label) == head_noun(positive))
 
-    pos = [words(p) for p in positives]
+
+def scene_negatives(labels: Sequence[str], positives: Sequence[str]) -> list[str]:
+    """The scene's label names as negatives, minus those a positive names by the word rule
+    (:func:`names_same_thing`): a negative that names the same thing would always win."""
     out = []
     for label in labels:
-        w = words(label)
-        if not w:
+        if not words(label):
             continue
-        said = any(set(p) <= set(w) or (set(w) <= set(p) and w[-1] == p[-1]) for p in pos if p)
         name = " ".join(label.replace("_", " ").split())
-        if not said and name not in out:
+        if not any(names_same_thing(label, p) for p in positives) and name not in out:
             out.append(name)
     return out
 
 
-def relevancy_from_scores(pos_scores: Tensor, neg_scores: Tensor, temperature: float = TEMPERATURE) -> Tensor:
+MATCH_MIN = 0.4  # cosine (query, label) from which a label can be what the query means (all-MiniLM-L6-v2 scale)
+MATCH_WITHIN = 0.1  # ... and at most this far below the query's best label: "fruit" is the banana, not the ball
+# (min, within) per text teacher. Cosines are on each text encoder's own scale, so only encoders measured here get
+# text matching (benchmarks/results/queries_descriptive.json); the others (clip: no weights offline to calibrate
+# with) match by the word rule alone until measured.
+TEXT_MATCH: dict[str, tuple[float, float]] = {"labels": (MATCH_MIN, MATCH_WITHIN)}
+NEVER_MATCHED = ("background",)  # the room around a scene is no answer to a query for a thing
+
+
+def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Tensor,
+                       min_sim: float = MATCH_MIN, within: float = MATCH_WITHIN) -> list[list[str]]:
+    """For each positive, the scene labels it stands for: those it names by the word rule, plus those it is close
+    to in the text space. ``sim`` [P, L, 2]: cosine of each positive to each label phrase and to the label's head
+    noun ("book" for "blue hardcover book": a class word such as "reading material" is nearer a bare noun than a
+    description). A label is close when its similarity (the larger of the two) is >= ``min_sim`` and within
+    ``within`` of the positive's best label (a close label brings the labels it names: "cup" is the mug, so its
+    "mug handle" too), so a partial name, a synonym or a class word finds its objects and a
+    word that is vaguely like everything ("tin": 0.3 to half the table) finds nothing rather than the wrong thing.
+
+    LERF-style: the query is compared with the scene's vocabulary first, the field is then asked for the query and
+    the labels it stands for."""
+    out = []
+    best_sim = sim.float().max(dim=-1).values  # [P, L]
+    for i, p in enumerate(positives):
+        cand = [j for j, lab in enumerate(labels) if words(lab) and " ".join(words(lab)) not in NEVER_MATCHED]
+        best = max((float(best_sim[i, j]) for j in cand), default=-1.0)
+        floor = max(min_sim, best - within)
+        close = [lab for j, lab in enumerate(labels) if j in cand and float(best_sim[i, j]) >= floor]
+        chosen = []
+        for lab in labels:  # what the positive names, what it is close to, and what those name ("mug handle")
+            name = " ".join(lab.replace("_", " ").split())
+            if any(names_same_thing(lab, x) for x in [p] + close) and name not in chosen:
+                chosen.append(name)
+        out.append(chosen)
+    return out
+
+
+def relevancy_from_scores(pos_scores: Tensor, neg_scores: Tensor, temperature: float = TEMPERATURE,
+                          groups: Sequence[Sequence[int]] | None = None) -> Tensor:
     """pos_scores [..., P] (q.f), neg_scores [..., M] (n_i.f) -> relevancy [..., P] in (0, 1).
 
-    min_i softmax([q.f, n_i.f] / T)[0] == sigmoid((q.f - max_i n_i.f) / T), computed in the stable sigmoid form."""
+    min_i softmax([q.f, n_i.f] / T)[0] == sigmoid((q.f - max_i n_i.f) / T), computed in the stable sigmoid form.
+    ``groups``: positive k scores as the best of the columns ``groups[k]`` of pos_scores (a query and the scene
+    labels it stands for); then the result is [..., len(groups)]."""
+    if groups is not None:
+        pos_scores = torch.stack([pos_scores[..., list(g)].max(dim=-1).values for g in groups], dim=-1)
     if neg_scores.shape[-1] == 0:
         raise ConfigError("LERF relevancy needs at least one negative phrase")
     if temperature <= 0:

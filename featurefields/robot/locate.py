@@ -113,7 +113,7 @@ def locate(field: FeatureField, text: str, *, negatives="auto", teacher: str | N
     out = []
     for c in keep:
         members = idx[torch.from_numpy(labels == c)]
-        loc = _one_instance(field, text, members, pos, view_list, up, rel3.positives, rel3.negatives, teacher,
+        loc = _one_instance(field, text, members, pos, view_list, up, rel3.positives, negatives, teacher,
                             threshold, voxel, max_views)
         if loc is not None:
             loc.timings["select_s"] = t_select

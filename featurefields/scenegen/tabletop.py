@@ -36,17 +36,27 @@ GENERATOR_NAME = "tabletop"
 GENERATOR_VERSION = 2  # 2: named parts (mug handle, bottle neck) get classes of their own
 OBJECT_LABELS = list(OBJECT_BUILDERS)  # mug, bowl, box, ball, bottle, can, banana, book
 SEMANTIC_LABELS = ["background", "table"] + OBJECT_LABELS + PART_LABELS  # parts last: object ids never move
+# ``labels="descriptive"``: the same objects named by multi-word phrases, as people describe them, so queries can
+# be tested on words that are not the training labels ("mug" for a "blue coffee mug"). Parts stay part of their
+# object there (a descriptive scene names whole objects only).
+DESCRIPTIVE_LABELS = {
+    "mug": "blue coffee mug", "bowl": "ceramic bowl", "box": "yellow cereal box", "ball": "orange toy ball",
+    "bottle": "green glass bottle", "can": "red soda can", "banana": "yellow banana", "book": "blue hardcover book",
+}
+LABEL_STYLES = ("plain", "descriptive")
 HFOV_DEG = 62.0
 LIGHT_DIR = (-0.35, 0.45, 1.0)  # towards the light
 
 
 @dataclass
 class PlacedObject:
-    label: str
+    label: str  # the scene's name for it (the builder's key, or its descriptive phrase)
     semantic_id: int  # index into SEMANTIC_LABELS
     instance_id: int  # value in the instance masks
     mesh: Mesh  # local frame: z up, origin on the table under the object's centre
     pose: np.ndarray  # [4, 4] object-to-world, metres
+    kind: str = ""  # the mesh builder's key ("mug"); empty: same as label
+    labels: tuple[str, ...] = tuple(SEMANTIC_LABELS)  # the scene's semantic label list
 
     @property
     def world_mesh(self) -> Mesh:
@@ -55,9 +65,15 @@ class PlacedObject:
     def triangle_classes(self) -> np.ndarray:
         """[F] semantic id per triangle: the object's, or a named part's ("mug handle")."""
         cls = np.full(len(self.mesh.triangles), self.semantic_id, np.int64)
-        for part, mask in part_masks(self.label, self.mesh):
-            cls[mask] = SEMANTIC_LABELS.index(part)
+        for part, mask in self.part_masks():
+            cls[mask] = self.labels.index(part)
         return cls
+
+    def part_masks(self) -> list[tuple[str, np.ndarray]]:
+        """The named parts that have classes of their own in this scene (none with descriptive labels)."""
+        if (self.kind or self.label) != self.label:
+            return []
+        return part_masks(self.label, self.mesh)
 
 
 @dataclass
@@ -129,14 +145,27 @@ def place_objects(meshes: dict[str, Mesh], rng: np.random.Generator, margin: flo
     raise RuntimeError("could not place the objects on the table without overlap")  # pragma: no cover
 
 
-def build_tabletop(seed: int = 0) -> Tabletop:
-    """Meshes and poses of the scene for ``seed``. Instance ids: 0 background, 1 table, 2.. in placement order."""
+def semantic_labels(labels: str = "plain") -> list[str]:
+    """The scene's semantic label list for a label style: 'plain' (mug, bowl, ..., parts) or 'descriptive' (blue
+    coffee mug, ceramic bowl, ...; no part classes). Object ids are the same in both."""
+    if labels not in LABEL_STYLES:
+        raise ConfigError(f"labels must be one of {', '.join(LABEL_STYLES)}, not {labels!r}")
+    if labels == "plain":
+        return list(SEMANTIC_LABELS)
+    return ["background", "table"] + [DESCRIPTIVE_LABELS[k] for k in OBJECT_LABELS]
+
+
+def build_tabletop(seed: int = 0, labels: str = "plain") -> Tabletop:
+    """Meshes and poses of the scene for ``seed`` (the layout does not depend on ``labels``). Instance ids: 0
+    background, 1 table, 2.. in placement order."""
+    names = semantic_labels(labels)
     rng = np.random.default_rng([seed, 1])
     meshes = {label: build() for label, build in OBJECT_BUILDERS.items()}
     poses = place_objects(meshes, rng)
     objects = []
-    for inst, label in enumerate(poses, start=2):
-        objects.append(PlacedObject(label, SEMANTIC_LABELS.index(label), inst, meshes[label], poses[label]))
+    for inst, kind in enumerate(poses, start=2):
+        name = names[SEMANTIC_LABELS.index(kind)]
+        objects.append(PlacedObject(name, names.index(name), inst, meshes[kind], poses[kind], kind, tuple(names)))
     return Tabletop(seed, make_table(), make_room(), objects)
 
 
@@ -242,8 +271,10 @@ Contents (nerfstudio layout):
 
 
 def generate_tabletop(out: str | os.PathLike, seed: int = 0, views: int = 48, width: int = 200, height: int = 150,
-                      supersample: int = 2, n_points: int = 5000, progress: bool = True) -> Path:
-    """Render the scene into ``out`` (replaced atomically: a failed run leaves the old folder or nothing)."""
+                      supersample: int = 2, n_points: int = 5000, progress: bool = True, labels: str = "plain") -> Path:
+    """Render the scene into ``out`` (replaced atomically: a failed run leaves the old folder or nothing).
+    ``labels``: 'plain' (the demo's one-word labels) or 'descriptive' (multi-word phrases, see
+    ``DESCRIPTIVE_LABELS``)."""
     from tqdm import tqdm
 
     _check_args(seed, views, width, height, supersample)
@@ -252,10 +283,12 @@ def generate_tabletop(out: str | os.PathLike, seed: int = 0, views: int = 48, wi
         raise DataError(f"{out}: exists and is not a scene written by ff-scene (no transforms.json with 'generator'); "
                         "refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    scene = build_tabletop(seed)
+    scene = build_tabletop(seed, labels)
     renderer = Renderer(scene.parts(), light_dir=LIGHT_DIR)
     c2w_gl, K = orbit_cameras(views, seed, width, height)
     generator = {"name": GENERATOR_NAME, "seed": seed, "version": GENERATOR_VERSION}
+    if labels != "plain":  # the demo scene's files stay byte-identical
+        generator["labels"] = labels
 
     clean_stale_temporaries(out.parent, depth=0, prefix=f".{out.name}.")  # what a killed run left beside it
     tmp = temp_dir(out.parent, out.name)
@@ -287,7 +320,7 @@ def generate_tabletop(out: str | os.PathLike, seed: int = 0, views: int = 48, wi
             "fl_x": _r(K[0, 0]), "fl_y": _r(K[1, 1]), "cx": _r(K[0, 2]), "cy": _r(K[1, 2]), "w": width, "h": height,
             "depth_unit_scale_factor": 0.001,
             "ply_file_path": "points.ply",
-            "semantic_labels": SEMANTIC_LABELS,
+            "semantic_labels": semantic_labels(labels),
             "instance_labels": scene.instance_labels,
             "generator": generator,
             "frames": frames,
@@ -297,8 +330,10 @@ def generate_tabletop(out: str | os.PathLike, seed: int = 0, views: int = 48, wi
         (tmp / "README.md").write_text(README_TEMPLATE.format(
             name=GENERATOR_NAME, seed=seed, version=GENERATOR_VERSION, n_obj=len(scene.objects),
             labels=", ".join(o.label for o in scene.objects), views=views, width=width, height=height,
-            out_hint="scenes/tabletop" if (seed, views, width, height) == (0, 48, 200, 150) else "DIR",
-            extra="" if (views, width, height) == (48, 200, 150) else f" --views {views} --width {width} --height {height}",
+            out_hint="scenes/tabletop" if (seed, views, width, height, labels) == (0, 48, 200, 150, "plain") else "DIR",
+            extra=("" if (views, width, height) == (48, 200, 150) else
+                   f" --views {views} --width {width} --height {height}") + (
+                "" if labels == "plain" else f" --labels {labels}"),
             table_z=TABLE_HEIGHT, n_points=len(points)))
         os.chmod(tmp, 0o755)
         _swap_into_place(tmp, out)
@@ -339,14 +374,14 @@ def _objects_json(scene: Tabletop, root: Path, generator: dict) -> dict:
         }
 
     def with_parts(o: PlacedObject) -> dict:
-        e = entry(o.label, o.semantic_id, o.instance_id, o.mesh, o.pose, f"{o.label}.ply")
-        masks = part_masks(o.label, o.mesh)
+        e = entry(o.label, o.semantic_id, o.instance_id, o.mesh, o.pose, f"{o.label.replace(' ', '_')}.ply")
+        masks = o.part_masks()
         if masks:
             e["parts"] = []
             for part, mask in masks:
                 fname = part.replace(" ", "_") + ".ply"
                 write_mesh_ply(root / "meshes" / fname, submesh(o.mesh, mask), comment=f"{part}: {o.label}'s local frame")
-                e["parts"].append({"label": part, "semantic_id": SEMANTIC_LABELS.index(part), "mesh": f"meshes/{fname}"})
+                e["parts"].append({"label": part, "semantic_id": o.labels.index(part), "mesh": f"meshes/{fname}"})
             rest = ~np.any([m for _, m in masks], axis=0)
             write_mesh_ply(root / "meshes" / f"{o.label}_rest.ply", submesh(o.mesh, rest),
                            comment=f"{o.label} without its named parts: local frame")

@@ -39,7 +39,8 @@ def modes_for(field: FeatureField) -> list[str]:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """A text query as the query form states it (positives 'a; b', negatives auto | canonical | scene | 'x; y')."""
+    """A text query as the query form states it (positives 'a; b'; negatives: a mode of
+    QueryEngine.resolve_query or 'x; y')."""
 
     text: str
     negatives: str = "auto"

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigError, FFError, one_line
 from ..fields.base import View
 from ..query.edit import recolour
+from ..query.engine import NEGATIVE_MODES
 from ..query.relevancy import split_phrases, split_positives
 from ..query.selection import Selection
 from .camera import BrowserCamera, fit_size, look_at_for_view, vertical_fov
@@ -219,10 +220,9 @@ class ClientSession:
         _, field = self.source.current()
         positives = split_positives(text)
         name = field.text_teacher(teacher)
-        if negatives not in ("auto", "canonical", "scene"):
+        if negatives not in NEGATIVE_MODES:
             split_phrases(negatives, "negatives")
-        negs = field.engine.resolve_negatives(positives, negatives)
-        field.encode_text(positives + negs, name)  # loads the text encoder now, not in the middle of a frame
+        field.engine.resolve_query(positives, negatives, name)  # loads the text encoder now, not mid-frame
         self.query = QuerySpec(text, negatives, float(threshold), teacher)
         self.mode = RELEVANCY
         self.panel.show_mode(RELEVANCY)

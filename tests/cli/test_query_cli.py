@@ -33,6 +33,7 @@ def test_ff_query_text(oracle, tmp_path):
                "--out", out) == 0
     summary = json.loads((out / "query.json").read_text())
     assert summary["positives"] == ["mug"] and summary["teacher"] == "labels"
+    assert summary["stands_for"] == {"mug": ["mug handle"]}  # the handle is the mug's, and scores for it
     assert summary["selected_gaussians"] == oracle.count("mug")
     names = [f"frame_{i:05d}" for i in range(6)]
     assert [v["view"] for v in summary["views"]] == names
@@ -135,6 +136,19 @@ def test_ff_eval_segmentation_on_the_oracle(oracle, tmp_path, capsys):
     assert "mug: IoU" in capsys.readouterr().out
 
 
+def test_ff_eval_segmentation_with_a_query_file(oracle, tmp_path, capsys):
+    queries = tmp_path / "queries.json"
+    queries.write_text(json.dumps({"objects": {"mug": {"exact": "mug", "synonym": ["cup"]},
+                                               "book": {"exact": "book", "synonym": ["novel"]}}}))
+    assert run(ff_eval, "segmentation", oracle.checkpoint, "--queries", queries, "--lift", "features",
+               "--out", tmp_path / "ev") == 0
+    r = json.loads((tmp_path / "ev" / "queries.json").read_text())
+    assert r["method"]["negatives"] == "auto" and list(r["per_query"]) == ["mug", "cup", "book", "novel"]
+    assert r["per_query"]["cup"]["recall_3d"] >= 0.95 and r["per_query"]["novel"]["precision_3d"] >= 0.95
+    out = capsys.readouterr().out
+    assert "'cup' -> mug: IoU" in out and "synonym_mean_iou" in out
+
+
 def test_ff_eval_and_ff_query_on_a_trained_tiny_scene(tmp_path):
     """The real path: a tiny generated tabletop, 120 training steps, then the verbs on the trainer's checkpoint."""
     from featurefields.scenegen.tabletop import generate_tabletop
@@ -168,6 +182,8 @@ def sift_checkpoint(oracle, tmp_path_factory):
 def bad_inputs(ck: Path, sift: Path, tmp: Path):
     wrong = tmp / "wrong.pt"
     Selection.all(3).save(wrong)
+    zebra = tmp / "zebra.json"
+    zebra.write_text(json.dumps({"objects": {"zebra": {"exact": "zebra"}}}))
     return [
         (ff_query, [ck, ""], "empty query"),
         (ff_query, [ck, "  ;  "], "empty query"),
@@ -196,6 +212,8 @@ def bad_inputs(ck: Path, sift: Path, tmp: Path):
         (ff_eval, ["segmentation", sift, "--out", tmp / "e"], "sift"),
         (ff_eval, ["segmentation", ck, "--out", tmp / "e", "--dilation", "-1"], "--dilation"),
         (ff_eval, ["segmentation", ck, "--out", tmp / "e", "--labels", "zebra"], "zebra"),
+        (ff_eval, ["segmentation", ck, "--out", tmp / "e", "--queries", tmp / "q.json"], "q.json"),
+        (ff_eval, ["segmentation", ck, "--out", tmp / "e", "--queries", zebra], "'zebra' are not objects"),
         (ff_eval, [], "ff-eval"),
     ]
 

@@ -1,4 +1,5 @@
-"""LERF relevancy against the formula written out by hand, the linear-head fold, and phrase parsing."""
+"""LERF relevancy against the formula written out by hand, the linear-head fold, phrase parsing, and the open-
+vocabulary rule (a query resolved against the scene's labels) on hand-made embeddings."""
 from __future__ import annotations
 
 import math
@@ -13,11 +14,14 @@ from featurefields.query.relevancy import (
     MAX_QUERY_CHARS,
     QueryError,
     cosine_scores,
+    head_noun,
     lerf_relevancy,
     linear_cosine_scores,
+    names_same_thing,
     relevancy_from_scores,
     scene_negatives,
     split_positives,
+    vocabulary_matches,
 )
 
 
@@ -130,3 +134,118 @@ def test_scene_negatives_know_parts_from_wholes():
     assert scene_negatives(labels, ["handle"]) == ["table", "mug", "bottle", "bottle neck"]
     assert scene_negatives(labels, ["blue mug"]) == ["table", "bottle", "mug handle", "bottle neck"]
     assert set(CANONICAL_NEGATIVES) == {"object", "things", "stuff", "texture"}
+
+
+# ---- open vocabulary: a query resolved against the scene's labels (issue 15) ------------------------------------
+class _HandMadeField:
+    """Just enough of a field for QueryEngine.resolve_query: label names and a text encoder that returns hand-made
+    unit vectors, so the rule is tested on embeddings whose similarities we chose."""
+
+    def __init__(self, vectors: dict[str, list[float]], labels: list[str], teacher: str = "labels"):
+        self.teacher = teacher
+        self.vectors = {k: torch.nn.functional.normalize(torch.tensor(v, dtype=torch.float32), dim=0)
+                        for k, v in vectors.items()}
+        self.label_names = labels
+        self.device = torch.device("cpu")
+
+    def text_teacher(self, name=None):
+        return self.teacher
+
+    def encode_text(self, phrases, teacher):
+        return torch.stack([self.vectors[p] for p in phrases])
+
+
+# axes: banana, can, mug, generic (the canonical phrases live there)
+_VECTORS = {
+    "yellow banana": [1, 0, 0, 0], "red soda can": [0, 1, 0, 0], "blue coffee mug": [0, 0, 1, 0],
+    "banana": [1, 0, 0, 0], "can": [0, 1, 0, 0], "mug": [0, 0, 1, 0],  # head nouns
+    "bananas": [0.8, 0.1, 0, 0.3],  # a near name the word rule cannot see (plural)
+    "cup": [0.05, 0.45, 0.8, 0.2],  # a synonym, a little like the can too
+    "tin": [0.3, 0.3, 0.3, 0.6],  # vaguely like everything: no answer
+    **{c: [0, 0, 0, 1] for c in CANONICAL_NEGATIVES},
+}
+
+
+def _relevancy_at_labels(mode: str, query: str) -> dict[str, float]:
+    """Relevancy of ``query`` at a feature equal to each scene label's embedding (a perfectly trained field)."""
+    from featurefields.query.engine import QueryEngine
+
+    labels = ["yellow banana", "red soda can", "blue coffee mug"]
+    field = _HandMadeField(_VECTORS, labels)
+    texts = QueryEngine(field).resolve_query([query], mode)
+    feats = field.encode_text(labels, "labels")  # [3, 4]
+    rel = texts.relevancy(feats @ texts.embeddings.T)[:, 0]
+    return dict(zip(labels, rel.tolist()))
+
+
+def test_a_near_name_beats_its_own_label_as_a_negative():
+    # the old word rule: 'yellow banana' stays a negative for 'bananas' and wins on the banana's own pixels
+    assert _relevancy_at_labels("words", "bananas")["yellow banana"] < 0.5
+    rel = _relevancy_at_labels("auto", "bananas")  # the vocabulary rule: 'bananas' stands for 'yellow banana'
+    assert rel["yellow banana"] > 0.99 and rel["red soda can"] < 0.01 and rel["blue coffee mug"] < 0.01
+    rel = _relevancy_at_labels("auto", "cup")
+    assert rel["blue coffee mug"] > 0.99
+    # the partial name the word rule already knew still works, and the exact label too
+    assert _relevancy_at_labels("auto", "banana")["yellow banana"] > 0.99
+    assert _relevancy_at_labels("auto", "yellow banana")["yellow banana"] > 0.99
+
+
+def test_an_unrelated_scene_label_still_suppresses_false_positives():
+    # 'cup' is 0.45 like the can: with only the canonical negatives it lights the can up ...
+    assert _relevancy_at_labels("canonical", "cup")["red soda can"] > 0.5
+    # ... with the scene's vocabulary 'red soda can' stays a negative and wins there
+    for mode in ("auto", "similar", "scene"):
+        assert _relevancy_at_labels(mode, "cup")["red soda can"] < 0.01, mode
+    # a word vaguely like everything stands for nothing and finds nothing
+    assert max(_relevancy_at_labels("auto", "tin").values()) < 0.01
+
+
+def test_resolve_query_modes_say_what_each_positive_stands_for():
+    from featurefields.query.engine import QueryEngine
+
+    eng = QueryEngine(_HandMadeField(_VECTORS, ["yellow banana", "red soda can", "blue coffee mug"]))
+    t = eng.resolve_query(["bananas", "cup"], "auto")
+    assert t.stands_for == [["yellow banana"], ["blue coffee mug"]]
+    assert t.negatives == ["red soda can", *CANONICAL_NEGATIVES] and t.groups == [[0, 1], [2, 3]]
+    assert eng.resolve_query(["bananas"], "vocabulary").stands_for == [["yellow banana"]]
+    s = eng.resolve_query(["cup"], "similar")
+    assert s.stands_for == [[]] and "blue coffee mug" not in s.negatives and "red soda can" in s.negatives
+    assert eng.resolve_query(["cup"], "scene").negatives == ["yellow banana", "red soda can"]
+    assert eng.resolve_negatives(["cup"], "words") == ["yellow banana", "red soda can", "blue coffee mug",
+                                                      *CANONICAL_NEGATIVES]
+
+
+def test_uncalibrated_text_encoders_match_by_words_alone():
+    """Cosines are on each encoder's own scale: one without measured thresholds (clip here) gets the word rule."""
+    from featurefields.query.engine import QueryEngine
+
+    eng = QueryEngine(_HandMadeField(_VECTORS, ["yellow banana", "red soda can", "blue coffee mug"], "clip"))
+    assert eng.resolve_query(["banana", "cup"], "auto").stands_for == [["yellow banana"], []]
+
+
+def test_vocabulary_matches_need_a_close_and_clear_label():
+    labels = ["background", "table", "yellow banana", "orange toy ball"]
+    sim = torch.tensor([[[0.9, 0.9], [0.2, 0.2], [0.3, 0.59], [0.51, 0.4]],  # 'fruit': background is never an answer
+                        [[0.2, 0.2], [0.2, 0.2], [0.42, 0.45], [0.44, 0.3]],  # 'food': two alike labels both match
+                        [[0.1, 0.1], [0.1, 0.1], [0.3, 0.39], [0.2, 0.2]]])  # below MATCH_MIN: none
+    assert vocabulary_matches(["fruit", "food", "tin"], labels, sim) == [
+        ["yellow banana", "orange toy ball"], ["yellow banana", "orange toy ball"], []]
+    assert vocabulary_matches(["fruit"], labels, sim[:1], within=0.05) == [["yellow banana"]]
+    # the word rule needs no similarity at all
+    assert vocabulary_matches(["banana"], labels, torch.zeros(1, 4, 2)) == [["yellow banana"]]
+
+
+def test_head_nouns_and_the_word_rule_for_phrases():
+    assert head_noun("the red mug") == "mug" and head_noun("a mug of coffee") == "mug"
+    assert head_noun("a banana on the table") == "banana" and head_noun("mug handle") == "handle"
+    assert names_same_thing("yellow banana", "banana") and names_same_thing("mug", "a mug of coffee")
+    assert not names_same_thing("table", "a banana on the table")
+    assert not names_same_thing("mug", "mug handle")
+
+
+def test_grouped_positives_score_as_their_best_member():
+    pos = torch.tensor([[0.2, 0.9, 0.1], [0.8, 0.1, 0.1]])  # [N=2, rows=3]
+    neg = torch.tensor([[0.5], [0.5]])
+    rel = relevancy_from_scores(pos, neg, groups=[[0, 1], [2]])
+    assert rel.shape == (2, 2)
+    assert rel[0, 0] > 0.5 and rel[1, 0] > 0.5 and rel[0, 1] < 0.5 and rel[1, 1] < 0.5

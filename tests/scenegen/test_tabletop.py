@@ -272,3 +272,28 @@ def test_shading_lambert_and_shadow():
     assert np.allclose(c[0], 0.5 * 0.4, atol=1e-6)  # shadowed
     assert np.allclose(c[1], 0.5 * (0.4 + 0.5 * cos), atol=1e-6)  # lit
     assert concat([floor.mesh, roof.mesh]).triangles.max() == 7
+
+
+def test_descriptive_labels_name_the_same_objects_in_the_same_places(scene_dir, tmp_path):
+    from featurefields.scenegen.tabletop import DESCRIPTIVE_LABELS, SEMANTIC_LABELS, semantic_labels
+
+    out = generate_tabletop(tmp_path / "desc", **TINY, labels="descriptive")
+    tf = read_json(out / "transforms.json")
+    assert tf["semantic_labels"] == semantic_labels("descriptive") and "blue coffee mug" in tf["semantic_labels"]
+    # the plain scene's files stay as they were
+    assert tf["generator"]["labels"] == "descriptive" and "labels" not in read_json(scene_dir / "transforms.json")[
+        "generator"]
+    objs = read_json(out / "objects.json")["objects"]
+    plain = {o["label"]: o for o in read_json(scene_dir / "objects.json")["objects"]}
+    for o in objs:  # same pose and ids, the descriptive name, whole objects (no part classes)
+        kind = next(k for k, v in DESCRIPTIVE_LABELS.items() if v == o["label"])
+        assert o["pose"] == plain[kind]["pose"] and o["semantic_id"] == plain[kind]["semantic_id"]
+        assert "parts" not in o and (out / o["mesh"]).is_file()
+    sem_plain = np.asarray(read_image(scene_dir / "semantics" / "frame_00000.png")).astype(int)
+    sem = np.asarray(read_image(out / "semantics" / "frame_00000.png")).astype(int)
+    parts = [SEMANTIC_LABELS.index(p) for p in ("mug handle", "bottle neck")]
+    mug, bottle = SEMANTIC_LABELS.index("mug"), SEMANTIC_LABELS.index("bottle")
+    folded = np.where(sem_plain == parts[0], mug, np.where(sem_plain == parts[1], bottle, sem_plain))
+    assert np.array_equal(sem, folded) and sem.max() < len(tf["semantic_labels"])
+    with pytest.raises(ConfigError, match="labels"):
+        semantic_labels("fancy")
