@@ -56,8 +56,11 @@ class FeaturePCA:
 
     def __call__(self, features: Tensor) -> np.ndarray:
         """[H, W, D] -> uint8 [H, W, 3]."""
-        p = (features.float().cpu() - self.mean) @ self.basis
-        p = ((p - self.lo) / (self.hi - self.lo).clamp_min(1e-8)).clamp(0, 1)
+        return self.colour((features.float().cpu() - self.mean) @ self.basis)
+
+    def colour(self, p: Tensor) -> np.ndarray:
+        """Projections on the components [..., k] (as ``(features - mean) @ basis``) -> uint8 [..., 3]."""
+        p = ((p.float().cpu() - self.lo) / (self.hi - self.lo).clamp_min(1e-8)).clamp(0, 1)
         if p.shape[-1] < 3:
             p = torch.cat([p, p[..., :1].expand(*p.shape[:-1], 3 - p.shape[-1])], -1)
         return (p.numpy() * 255 + 0.5).astype(np.uint8)

@@ -94,8 +94,12 @@ class Painter:
             return img, info
         if mode.startswith(FEATURES):
             teacher = mode[len(FEATURES):]
-            feats = F.normalize(field.decode(out.features, teacher).float(), dim=-1)
-            img = self.pca(field, teacher, view)(feats)
+            pca = self.pca(field, teacher, view)
+            # unit features . components through the field's scores: a linear head is folded into the three
+            # components, so no [H, W, D] map is ever decoded (800x600, D = 384: 5.4 s -> 0.27 s on a busy 2-core CPU)
+            lat = out.features.reshape(-1, out.features.shape[-1])
+            proj = field.scores(lat, pca.basis.T.contiguous(), teacher).cpu() - pca.mean @ pca.basis
+            img = pca.colour(proj.reshape(*out.features.shape[:-1], -1))
             bg = to_uint8(out.rgb)
             a = out.alpha.clamp(0, 1).cpu().numpy()[..., None]
             return (img * a + bg * (1 - a) + 0.5).astype(np.uint8), info

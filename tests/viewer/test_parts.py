@@ -13,6 +13,7 @@ import torch
 
 from featurefields.errors import ConfigError
 from featurefields.fields.base import View
+from featurefields.viz import to_uint8
 from featurefields.viewer.camera import (BrowserCamera, fit_size, look_at_for_view, orbit_focus, scene_up,
                                          vertical_fov)
 from featurefields.viewer.scheduling import CameraClock, FairLock, MotionScale, RenderBudget, RenderLoop
@@ -185,6 +186,14 @@ def test_pictures_per_mode_come_from_the_engine(field):
     pca1, _ = painter.paint(field, view, FEATURES + "labels")
     pca2, _ = Painter().paint(field, view, FEATURES + "labels")
     assert np.array_equal(pca1, pca2)  # one basis per session, fitted on a training view: no flicker
+    # the folded projection against the plain one: every pixel decoded to the teacher's width, normalised, projected
+    with torch.no_grad():
+        out = field.render(view)
+        decoded = torch.nn.functional.normalize(field.decode(out.features, "labels").float(), dim=-1)
+    pca = painter.pca(field, "labels", view)
+    a = out.alpha.clamp(0, 1).cpu().numpy()[..., None]
+    plain = (pca(decoded) * a + to_uint8(out.rgb) * (1 - a) + 0.5).astype(np.uint8)
+    assert np.abs(pca1.astype(int) - plain.astype(int)).max() <= 1
     sel = field.engine.select("mug", negatives="scene")
     marked, _ = painter.paint(field, view, SELECTION, highlight=recolour(field, sel, (1.0, 0.42, 0.0)))
     changed = np.abs(marked.astype(int) - rgb.astype(int)).sum(-1) > 30
