@@ -334,10 +334,12 @@ def soak(field_source, browser: Browser, seconds: float, clients: int = 4) -> di
             return [page.evaluate("window.__ff.images.length") for _, page, _, _ in pages]
 
         counts0 = received()
+        rss_windows = []
         for w in range(int(round(seconds / 10))):
             drag([(p, c) for _, p, _, c in pages], 10.0)
             counts = received()
             windows.append([b - a for a, b in zip(counts0, counts)])
+            rss_windows.append(round(rss_mb(), 1))
             counts0 = counts
         duration = time.monotonic() - t_start
         rss1 = rss_mb()
@@ -353,7 +355,8 @@ def soak(field_source, browser: Browser, seconds: float, clients: int = 4) -> di
               "min_images_in_any_window": min(min(w) for w in windows), "images_received_per_client": total,
               "server_warnings_or_errors": len(tap.records), "tracebacks_on_stderr": tracebacks,
               "server_rss_mb_start": round(rss0, 1), "server_rss_mb_end": round(rss1, 1),
-              "rss_growth_percent": round(100 * (rss1 - rss0) / rss0, 2)}
+              "rss_growth_percent": round(100 * (rss1 - rss0) / rss0, 2), "server_rss_mb_per_window": rss_windows,
+              "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}
     result["passed"] = bool(result["min_images_in_any_window"] > 0 and not tap.records and not tracebacks
                             and result["rss_growth_percent"] < 10)
     print(f"soak: {result}", flush=True)
