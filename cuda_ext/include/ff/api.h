@@ -153,6 +153,30 @@ struct PairCounts {
 template <typename T> PairCounts rasterize_pairs_cpu(const RasterArgs<T>& a, const int32_t* last, int threads);
 double fma_peak_flops(int threads, double seconds);
 
+// ---- a Gaussian mixture at points (mixture.h; reference: fields/splats.py::gaussian_mixture_at) -----------------
+// Per point: density = sum w, log_transmit = sum log(1 - min(w, 0.9999)), acc[C] = sum w values[g] over the
+// Gaussians whose cut-off ellipsoid holds it (w = amp exp(-m2 / 2)). The neighbour search is the kernel's own.
+template <typename T> struct MixtureArgs {
+    int64_t p, n;
+    int channels;      // C (0: density and transmittance only)
+    T cutoff;          // standard deviations
+    const T* points;   // [P, 3]
+    const T* means;    // [N, 3]
+    const T* rot;      // [N, 3, 3] columns = the Gaussian's axes
+    const T* inv_var;  // [N, 3] 1 / variance along each axis
+    const T* amp;      // [N]
+    const T* reach;    // [N] cutoff * largest standard deviation
+    const T* values;   // [N, C]
+};
+
+template <typename T> struct MixtureOut {
+    T* density;       // [P]
+    T* log_transmit;  // [P]
+    T* acc;           // [P, C] value-weighted sums (not yet divided by the density)
+};
+
+template <typename T> void mixture_at_cpu(const MixtureArgs<T>& a, const MixtureOut<T>& out, int threads);
+
 template <typename T> void rasterize_fwd_cuda(const RasterArgs<T>& a, const RasterOut<T>& out, void* stream);
 template <typename T> void rasterize_bwd_cuda(const RasterArgs<T>& a, const RasterGrads<T>& g, void* stream);
 
