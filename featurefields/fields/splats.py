@@ -108,7 +108,7 @@ class GaussianFeatureField(FeatureField):
         bg = self.background.to(self.device)
         with torch.set_grad_enabled(pose.requires_grad), constant_parameters(self.gaussians):
             return render_field(self.gaussians, pose, view.K.to(self.device).float(), view.width, view.height,
-                                background=bg, with_features=with_features)
+                                background=bg, with_features=with_features, cull=True)  # (only without grad)
 
     def decode(self, features: Tensor, teacher: str) -> Tensor:
         return self.gaussians.decoder(features, teacher)
