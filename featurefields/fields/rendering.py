@@ -68,12 +68,29 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
 
 def _visible(field: GaussianField, viewmat: Tensor, K: Tensor, width: int, height: int, backend: str):
     """[M] indices of the Gaussians the native projection keeps in this camera (render's near, far and low-pass),
-    or None where that would not pay (another backend, or most of them are in view)."""
+    or None where culling would not pay (another backend, or a third of them or more may be in view).
+
+    The projection costs as much per Gaussian as the rest of a small crop's render, so a bound picks the
+    candidates first: a footprint's radius is 3 sqrt(largest eigenvalue of J Sigma J^T + eps2d), at most
+    3 sqrt(|J|_F^2 s_max^2 + eps2d) with J the projection's Jacobian (|J|_F^2 = (fx^2 + fy^2 + (u - cx)^2 +
+    (v - cy)^2) / z^2); whoever's bounding square misses the image cannot be drawn. The projection then decides
+    among the candidates, so the survivors are exactly the Gaussians it keeps."""
     from ..render import native, resolve_backend
 
     if resolve_backend(backend, field.means.device) != "native":
         return None
-    proj = native.project(field.means, field.quats, field.scales, viewmat, K, width, height, near=RENDER_NEAR,
-                          far=RENDER_FAR, eps2d=RENDER_EPS2D)
-    keep = (proj.radii > 0).nonzero()[:, 0]
-    return None if len(keep) > 0.7 * len(field.means) else keep
+    means = field.means
+    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]  # [N, 3]
+    z = cam[:, 2].clamp_min(0.5 * RENDER_NEAR)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    du, dv = fx * cam[:, 0] / z, fy * cam[:, 1] / z  # (u - cx, v - cy)
+    jac2 = (fx * fx + fy * fy + du * du + dv * dv) / (z * z)
+    r = 3 * torch.sqrt(jac2 * field.scales.max(-1).values ** 2 + RENDER_EPS2D) + 2  # pixels, with a margin
+    u, v = du + cx, dv + cy
+    cand = ((cam[:, 2] > 0.5 * RENDER_NEAR) & (u + r > 0) & (u - r < width) & (v + r > 0) & (v - r < height))
+    cand = cand.nonzero()[:, 0]
+    if len(cand) > 0.3 * len(means):
+        return None
+    proj = native.project(means[cand], field.quats[cand], field.scales[cand], viewmat, K, width, height,
+                          near=RENDER_NEAR, far=RENDER_FAR, eps2d=RENDER_EPS2D)
+    return cand[proj.radii > 0]
