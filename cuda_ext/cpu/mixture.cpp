@@ -49,32 +49,28 @@ template <typename T> void mixture_at_cpu(const MixtureArgs<T>& a, const Mixture
     }
     if (!(lo[0] <= hi[0]) || a.n == 0) return;
     // the Gaussians that reach the box, in index order, packed for the walk
-    std::vector<int64_t> live;
+    std::vector<MixtureGaussian<T>> gs;
     std::vector<double> reaches;
+    std::vector<T> vals;
     for (int64_t g = 0; g < a.n; ++g) {
-        const double r = double(a.reach[g]);
         const T* m = a.means + 3 * g;
-        if (!(r > 0) || !std::isfinite(r) || !finite3(m)) continue;
+        if (!finite3(m)) continue;
+        MixtureGaussian<T> G;
+        make_mixture_gaussian(m, a.quats + 4 * g, a.scales + 3 * g, a.opacities[g], a.blur, a.cutoff, G);
+        const double r = std::sqrt(double(G.reach2));
+        if (!(r > 0) || !std::isfinite(r)) continue;
         double d2 = 0;
         for (int k = 0; k < 3; ++k) {
             const double out_k = std::max({lo[k] - double(m[k]), double(m[k]) - hi[k], 0.0});
             d2 += out_k * out_k;
         }
-        if (d2 <= r * r) live.push_back(g), reaches.push_back(r);
+        if (d2 > r * r) continue;
+        gs.push_back(G);
+        reaches.push_back(r);
+        vals.insert(vals.end(), a.values + g * C, a.values + (g + 1) * C);
     }
-    if (live.empty()) return;
-    const int64_t L = int64_t(live.size());
-    std::vector<MixtureGaussian<T>> gs(L);
-    std::vector<T> vals(size_t(L) * C);
-    for (int64_t j = 0; j < L; ++j) {
-        const int64_t g = live[j];
-        MixtureGaussian<T>& G = gs[j];
-        for (int k = 0; k < 3; ++k) G.mean[k] = a.means[3 * g + k], G.inv_var[k] = a.inv_var[3 * g + k];
-        for (int k = 0; k < 9; ++k) G.rot[k] = a.rot[9 * g + k];
-        G.amp = a.amp[g];
-        G.reach2 = a.reach[g] * a.reach[g];
-        std::copy(a.values + g * C, a.values + (g + 1) * C, vals.begin() + j * C);
-    }
+    if (gs.empty()) return;
+    const int64_t L = int64_t(gs.size());
     // cells about as big as a typical reach (a Gaussian lands in a few cells, a cell holds few that miss its
     // points), coarsened until the grid fits
     Grid grid;

@@ -41,7 +41,9 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
     viewmat = torch.linalg.inv(c2w)
     keep = _visible(field, viewmat, K, width, height, backend) if cull and not torch.is_grad_enabled() else None
     pick = (lambda t: t) if keep is None else (lambda t: t[keep])
-    means = pick(field.means)
+    # (the raw parameters are picked, then transformed: no pass over every Gaussian)
+    means, quats = pick(field.means), pick(field.quats)
+    scales, opacities = pick(field.log_scales).exp(), torch.sigmoid(pick(field.opacity_logits))
     degree = field.sh_degree if sh_degree is None else min(sh_degree, field.sh_degree)
     dirs = means - c2w[:3, 3]
     rgb = (eval_sh_backend(degree, dirs, pick(field.sh0), pick(field.shN), backend) + 0.5).clamp_min(0)  # [N, 3]
@@ -55,8 +57,8 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
                  field.features_from(field.means - c2w[:3, 3], backend)[keep]]
     colors = torch.cat([rgb, depth_z] + feats, dim=-1)
     bg_full = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])
-    out = render(means, pick(field.quats), pick(field.scales), pick(field.opacities), colors, viewmat, K, width,
-                 height, background=bg_full, near=RENDER_NEAR, far=RENDER_FAR, eps2d=RENDER_EPS2D,
+    out = render(means, quats, scales, opacities, colors, viewmat, K, width, height, background=bg_full,
+                 near=RENDER_NEAR, far=RENDER_FAR, eps2d=RENDER_EPS2D,
                  geometry_channels=None if features_move_geometry else 4, backend=backend)
     means2d, radii = out.means2d, out.radii
     if keep is not None:
@@ -71,26 +73,22 @@ def _visible(field: GaussianField, viewmat: Tensor, K: Tensor, width: int, heigh
     or None where culling would not pay (another backend, or a third of them or more may be in view).
 
     The projection costs as much per Gaussian as the rest of a small crop's render, so a bound picks the
-    candidates first: a footprint's radius is 3 sqrt(largest eigenvalue of J Sigma J^T + eps2d), at most
-    3 sqrt(|J|_F^2 s_max^2 + eps2d) with J the projection's Jacobian (|J|_F^2 = (fx^2 + fy^2 + (u - cx)^2 +
-    (v - cy)^2) / z^2); whoever's bounding square misses the image cannot be drawn. The projection then decides
-    among the candidates, so the survivors are exactly the Gaussians it keeps."""
+    candidates first, in one native pass (``footprint_candidates``: a footprint's radius is at most
+    3 sqrt(|J|_F^2 s_max^2 + eps2d) with J the projection's Jacobian; whoever's bounding square misses the image
+    cannot be drawn). The projection then decides among the candidates, so the survivors are exactly the
+    Gaussians it keeps."""
     from ..render import native, resolve_backend
 
-    if resolve_backend(backend, field.means.device) != "native":
+    if resolve_backend(backend, field.means.device) != "native" or field.means.device.type != "cpu":
         return None
-    means = field.means
-    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]  # [N, 3]
-    z = cam[:, 2].clamp_min(0.5 * RENDER_NEAR)
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    du, dv = fx * cam[:, 0] / z, fy * cam[:, 1] / z  # (u - cx, v - cy)
-    jac2 = (fx * fx + fy * fy + du * du + dv * dv) / (z * z)
-    r = 3 * torch.sqrt(jac2 * field.scales.max(-1).values ** 2 + RENDER_EPS2D) + 2  # pixels, with a margin
-    u, v = du + cx, dv + cy
-    cand = ((cam[:, 2] > 0.5 * RENDER_NEAR) & (u + r > 0) & (u - r < width) & (v + r > 0) & (v - r < height))
-    cand = cand.nonzero()[:, 0]
+    means = field.means.detach()
+    lib = native.native_module()
+    if not hasattr(lib, "footprint_candidates"):  # an extension built before it
+        return None
+    cand = lib.footprint_candidates(means, field.log_scales.detach().to(means), viewmat.detach().to(means),
+                                    K.detach().to(means), int(width), int(height), RENDER_EPS2D, RENDER_NEAR)
     if len(cand) > 0.3 * len(means):
         return None
-    proj = native.project(means[cand], field.quats[cand], field.scales[cand], viewmat, K, width, height,
+    proj = native.project(means[cand], field.quats[cand], field.log_scales[cand].exp(), viewmat, K, width, height,
                           near=RENDER_NEAR, far=RENDER_FAR, eps2d=RENDER_EPS2D)
     return cand[proj.radii > 0]

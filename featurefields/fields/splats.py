@@ -238,22 +238,21 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
     p, c = points.shape[0], values.shape[1]
     if p == 0 or means.shape[0] == 0:
         return points.new_zeros(p), points.new_zeros(p), points.new_zeros(p, c)
-    var = scales.float() ** 2 + blur * blur  # [N, 3] along each Gaussian's own axes
-    amp = opacities * torch.sqrt(scales.float() ** 2 / var).prod(-1) if blur > 0 else opacities
-    rot = quat_to_rotmat(quats)  # [N, 3, 3]
-    inv_var = 1.0 / var.clamp_min(1e-18)
-    # each Gaussian's own reach: within it lies every point whose m2 <= cutoff^2
-    reach = cutoff * var.max(-1).values.sqrt()  # [N]
     if backend == "auto":
         backend = "native" if _native_mixture(points.device) else "torch"
-    if backend == "native":
+    if backend == "native":  # the per-Gaussian parameters too are the kernel's (mixture.h), for those it needs
         lib = _native_mixture(points.device)
         if lib is None:
             raise RuntimeError("the native mixture kernel needs featurefields._native and CPU tensors")
         dt = points.dtype if points.dtype == torch.float64 else torch.float32
         density, log_transmit, acc = lib.mixture_at(*(t.detach().to(dt).contiguous() for t in (
-            points, means, rot, inv_var, amp.reshape(-1), reach, values)), float(cutoff))
+            points, means, quats, scales, opacities.reshape(-1), values)), float(blur), float(cutoff))
     elif backend == "torch":
+        var = scales.float() ** 2 + blur * blur  # [N, 3] along each Gaussian's own axes
+        amp = opacities * torch.sqrt(scales.float() ** 2 / var).prod(-1) if blur > 0 else opacities
+        rot = quat_to_rotmat(quats)  # [N, 3, 3]
+        inv_var = 1.0 / var.clamp_min(1e-18)
+        reach = cutoff * var.max(-1).values.sqrt()  # [N] each Gaussian's own: m2 <= cutoff^2 lies within it
         density, log_transmit, acc = _mixture_torch(points, means, rot, inv_var, amp, reach, values, blur, cutoff,
                                                     index if index is not None else MixtureIndex(means, scales))
     else:

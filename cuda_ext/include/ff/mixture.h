@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common.h"
+#include "projection.h"
 
 namespace ff {
 
@@ -21,6 +22,27 @@ template <typename T> struct MixtureGaussian {
     T amp;
     T reach2;
 };
+
+// A Gaussian (quats wxyz of any norm, scales its standard deviations) convolved with an isotropic blur: each
+// variance grows by blur^2 and the amplitude shrinks to keep the mass (the reference's rules exactly).
+template <typename T>
+FF_HD void make_mixture_gaussian(const T* mean, const T* quat, const T* scale, T opacity, T blur, T cutoff,
+                                 MixtureGaussian<T>& g) {
+    T q[4];
+    quat_to_rotmat(quat, q, g.rot);
+    T amp = opacity, vmax = T(0);
+    for (int k = 0; k < 3; ++k) {
+        const T s2 = scale[k] * scale[k];
+        const T var = s2 + blur * blur;
+        g.mean[k] = mean[k];
+        g.inv_var[k] = T(1) / ff_max(var, T(1e-18));
+        vmax = ff_max(vmax, var);
+        if (blur > T(0)) amp *= ff_sqrt(s2 / var);
+    }
+    g.amp = amp;
+    const T reach = cutoff * ff_sqrt(vmax);
+    g.reach2 = reach * reach;
+}
 
 // amp * exp(-m2 / 2) with m2 the Mahalanobis distance squared from R^T (p - mean) (stable for the thinnest
 // splats); 0 beyond the Gaussian's reach or the cut-off (cutoff2 = cutoff^2).
