@@ -253,21 +253,22 @@ def _unseen_hull(pts: Tensor, fill: Tensor, renders: list, voxel: float) -> Tens
     if n < 1:
         return pts.new_zeros(0, 3)
     samples = torch.from_numpy(np.asarray(trimesh.sample.sample_surface(hull, n, seed=0)[0])).float()
-    cand = samples[_away_from(samples, seen, 2 * voxel)]
-    keep = torch.ones(len(cand), dtype=torch.bool)
-    for crop, depth, alpha in renders:
-        if not bool(keep.any()):
+    cand = samples[_away_from(samples, seen, 2 * voxel)].numpy()  # [U, 3]
+    keep = np.ones(len(cand), dtype=bool)
+    for crop, depth, alpha in renders:  # (numpy: a few passes over the samples per view, on one thread)
+        if not keep.any():
             break
-        w2c = torch.linalg.inv(crop.c2w.float())
+        w2c = torch.linalg.inv(crop.c2w.float()).numpy()
         cam = cand @ w2c[:3, :3].T + w2c[:3, 3]
         z = cam[:, 2]
-        uv = cam[:, :2] / z.clamp_min(1e-6)[:, None] @ crop.K[:2, :2].float().T + crop.K[:2, 2].float()
-        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        K = crop.K.float().numpy()
+        uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] @ K[:2, :2].T + K[:2, 2]
+        u, v = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
         inside = (z > 1e-3) & (u >= 0) & (v >= 0) & (u < crop.width) & (v < crop.height)
-        uc, vc = u.clamp(0, crop.width - 1), v.clamp(0, crop.height - 1)
-        free = inside & ((alpha[vc, uc] < 0.5) | (depth[vc, uc] > z + 2 * voxel))
-        keep &= ~free
-    return cand[keep]
+        uc, vc = np.clip(u, 0, crop.width - 1), np.clip(v, 0, crop.height - 1)
+        a, d = alpha.numpy()[vc, uc], depth.numpy()[vc, uc]
+        keep &= ~(inside & ((a < 0.5) | (d > z + 2 * voxel)))
+    return torch.from_numpy(cand[keep])
 
 
 def _away_from(points: Tensor, body: Tensor, dist: float) -> Tensor:
