@@ -403,6 +403,54 @@ py::dict build_info() {
     return d;
 }
 
+// ---- a Gaussian mixture at points ------------------------------------------------------------------------------
+// (density [P], log_transmit [P], acc [P, C]); CPU only: featurefields/fields/splats.py keeps CUDA tensors on the
+// PyTorch reference.
+std::vector<Tensor> mixture_at(const Tensor& points_, const Tensor& means_, const Tensor& quats_,
+                               const Tensor& scales_, const Tensor& opacities_, const Tensor& values_, double blur,
+                               double cutoff) {
+    Inputs in;
+    Tensor points = in(points_, "points", {-1, 3});
+    Tensor means = in(means_, "means", {-1, 3});
+    const int64_t N = means.size(0), P = points.size(0);
+    Tensor quats = in(quats_, "quats", {N, 4});
+    Tensor scales = in(scales_, "scales", {N, 3});
+    Tensor opacities = in(opacities_, "opacities", {N});
+    Tensor values = in(values_, "values", {N, -1});
+    check(!in.cuda(), "mixture_at has CPU kernels only (CUDA tensors take the PyTorch path)");
+    check(cutoff > 0 && blur >= 0, "cutoff must be positive and blur not negative");
+    const int64_t C = values.size(1);
+    Tensor density = at::empty({P}, in.opts()), log_t = at::empty({P}, in.opts()), acc = at::empty({P, C}, in.opts());
+    FF_FLOATING(in, [&] {
+        ff::MixtureArgs<scalar_t> a{P, N, int(C), scalar_t(blur), scalar_t(cutoff), ptr<scalar_t>(points),
+                                    ptr<scalar_t>(means), ptr<scalar_t>(quats), ptr<scalar_t>(scales),
+                                    ptr<scalar_t>(opacities), ptr<scalar_t>(values)};
+        ff::MixtureOut<scalar_t> o{mptr<scalar_t>(density), mptr<scalar_t>(log_t), mptr<scalar_t>(acc)};
+        ff::mixture_at_cpu(a, o, threads());
+    });
+    return {density, log_t, acc};
+}
+
+// ---- render culling ---------------------------------------------------------------------------------------------
+Tensor footprint_candidates(const Tensor& means_, const Tensor& log_scales_, const Tensor& viewmat_,
+                            const Tensor& K_, int64_t width, int64_t height, double eps2d, double near_plane) {
+    Inputs in;
+    Tensor means = in(means_, "means", {-1, 3});
+    const int64_t N = means.size(0);
+    Tensor log_scales = in(log_scales_, "log_scales", {N, 3});
+    Tensor viewmat = in(viewmat_, "viewmat", {4, 4});
+    Tensor K = in(K_, "K", {3, 3});
+    check(!in.cuda(), "footprint_candidates has a CPU kernel only");
+    Tensor out = at::empty({N}, at::TensorOptions().dtype(at::kLong));
+    int64_t count = 0;
+    FF_FLOATING(in, [&] {
+        count = ff::footprint_candidates_cpu(N, ptr<scalar_t>(means), ptr<scalar_t>(log_scales),
+                                             ptr<scalar_t>(viewmat), ptr<scalar_t>(K), int(width), int(height),
+                                             scalar_t(eps2d), scalar_t(near_plane), out.data_ptr<int64_t>());
+    });
+    return out.slice(0, 0, count).clone();
+}
+
 bool has_cuda() {
 #ifdef FF_WITH_CUDA
     return true;
@@ -426,6 +474,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("bin_tiles", &bin_tiles, nogil);
     m.def("rasterize_fwd", &rasterize_fwd, nogil);
     m.def("rasterize_bwd", &rasterize_bwd, nogil);
+    m.def("mixture_at", &mixture_at, "Gaussian mixture at points: (density, log_transmit, value sums)", nogil);
+    m.def("footprint_candidates", &footprint_candidates,
+          "indices of the Gaussians whose footprint bound meets the image (a superset of what project keeps)", nogil);
     m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
     m.def("rasterize_pairs", &rasterize_pairs, "(live, taken, list entries walked) (Gaussian, pixel) pairs of a render");
     m.def("fma_peak_flops", &ff::fma_peak_flops, "FLOP/s of independent FMA chains on this build's vectors",

@@ -17,6 +17,35 @@ template <typename T> void project_fwd_cpu(const ProjectArgs<T>& a, const Projec
     }
 }
 
+template <typename T>
+int64_t footprint_candidates_cpu(int64_t n, const T* means, const T* log_scales, const T* viewmat, const T* K,
+                                 int width, int height, T eps2d, T near_plane, int64_t* out) {
+    const T fx = K[0], skew = K[1], fy = K[4], cx = K[2], cy = K[5];
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const T* m = means + 3 * i;
+        const T* v = viewmat;
+        const T x = v[0] * m[0] + v[1] * m[1] + v[2] * m[2] + v[3];
+        const T y = v[4] * m[0] + v[5] * m[1] + v[6] * m[2] + v[7];
+        const T z = v[8] * m[0] + v[9] * m[1] + v[10] * m[2] + v[11];
+        if (!(z > T(0.5) * near_plane)) continue;  // (also drops NaN)
+        const T ls = ff_max(ff_max(log_scales[3 * i], log_scales[3 * i + 1]), log_scales[3 * i + 2]);
+        const T s = std::exp(ls);
+        const T du = (fx * x + skew * y) / z, dv = fy * y / z;
+        const T jac2 = (fx * fx + skew * skew + fy * fy + du * du + dv * dv) / (z * z);
+        const T r = T(3) * ff_sqrt(jac2 * s * s + eps2d) + T(2);
+        const T u = du + cx, w = dv + cy;
+        if (u + r > 0 && u - r < T(width) && w + r > 0 && w - r < T(height)) out[count++] = i;
+        else if (!(r < T(1e30))) out[count++] = i;  // a bound that overflowed: keep it, the projection decides
+    }
+    return count;
+}
+
+template int64_t footprint_candidates_cpu<float>(int64_t, const float*, const float*, const float*, const float*,
+                                                 int, int, float, float, int64_t*);
+template int64_t footprint_candidates_cpu<double>(int64_t, const double*, const double*, const double*,
+                                                  const double*, int, int, double, double, int64_t*);
+
 template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const ProjectGrads<T>& g, int threads) {
     const Camera<T> cam = make_camera(a.viewmat, a.K, a.width, a.height, a.eps2d, a.near_plane, a.far_plane);
     // The camera's gradient is a sum over Gaussians: one partial sum per worker, added up at the end.

@@ -82,6 +82,7 @@ class SurfacePoints:
     voxel: float  # sampling spacing, metres
     mesh_vertices: Tensor | None = None  # [V, 3] the same surface as triangles (for collision checks), if asked
     mesh_triangles: Tensor | None = None  # [T, 3] long
+    renders: list | None = None  # [(crop View, depth [H, W] where the render stops, alpha [H, W])] fused, if asked
 
     def __len__(self) -> int:
         return self.points.shape[0]
@@ -310,22 +311,26 @@ class FeatureField(ABC):
     @torch.no_grad()
     def surface_points(self, *, views: str | Sequence[View] = "train", voxel: float | None = None,
                        region: tuple[Sequence[float], Sequence[float]] | None = None,
-                       min_alpha: float = 0.9, with_mesh: bool = False) -> SurfacePoints:
+                       min_alpha: float = 0.9, with_mesh: bool = False, with_renders: bool = False
+                       ) -> SurfacePoints:
         """The visible surface with outward normals: the field's rendered depth over ``views`` fused into a TSDF
         (open3d), sampled every ``voxel`` metres, optionally only inside ``region`` = (lo [3], hi [3]) (then 2 mm
         by default; else 1/500 of the scene's extent).
 
         Fusing renders rather than reading element centres keeps this representation-agnostic (a NeRF renders
         depth too) and gives clean normals; see :mod:`.surface`. ``with_mesh`` adds the triangle mesh of the same
-        surface. Cached per field and arguments."""
+        surface; ``with_renders`` keeps the depth and alpha each view rendered (what
+        space carving of the same region can reuse). Cached per field and arguments."""
         view_list = self.views(views) if isinstance(views, str) else list(views)
         key = (tuple((v.name, tuple(v.c2w.flatten().tolist())) for v in view_list), voxel,
-               None if region is None else tuple(tuple(float(x) for x in r) for r in region), min_alpha, with_mesh)
+               None if region is None else tuple(tuple(float(x) for x in r) for r in region), min_alpha, with_mesh,
+               with_renders)
         if key not in self._surface_cache:
             from .surface import fuse_surface
 
             self._surface_cache[key] = fuse_surface(self, view_list, voxel=voxel, min_alpha=min_alpha,
-                                                    region=region, with_mesh=with_mesh)
+                                                    region=region, with_mesh=with_mesh,
+                                                    with_renders=with_renders)
         return self._surface_cache[key]
 
     def locate(self, text: str, **options):

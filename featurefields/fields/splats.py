@@ -108,7 +108,7 @@ class GaussianFeatureField(FeatureField):
         bg = self.background.to(self.device)
         with torch.set_grad_enabled(pose.requires_grad), constant_parameters(self.gaussians):
             return render_field(self.gaussians, pose, view.K.to(self.device).float(), view.width, view.height,
-                                background=bg, with_features=with_features)
+                                background=bg, with_features=with_features, cull=True)  # (only without grad)
 
     def decode(self, features: Tensor, teacher: str) -> Tensor:
         return self.gaussians.decoder(features, teacher)
@@ -136,11 +136,14 @@ class GaussianFeatureField(FeatureField):
         g = self.gaussians
         colors = sh0_to_rgb(g.sh0[:, 0]).clamp(0, 1)
         feats = g.features.detach()
-        if self._index is None or self._index[0] is not g.means:
-            self._index = (g.means, MixtureIndex(g.means, g.scales))
+        index = None
+        if _native_mixture(pts.device) is None:  # the reference's trees, built once per set of Gaussians
+            if self._index is None or self._index[0] is not g.means:
+                self._index = (g.means, MixtureIndex(g.means, g.scales))
+            index = self._index[1]
         density, opacity, blend = gaussian_mixture_at(pts, g.means.detach(), g.quats.detach(), g.scales.detach(),
                                                       g.opacities.detach(), torch.cat([colors, feats], 1), blur=blur,
-                                                      index=self._index[1])
+                                                      index=index)
         latent = blend[:, 3:]
         names = self.teacher_names if teachers is None else list(teachers)
         decoded = {t: self.decode(latent, t) for t in names} if latent.shape[1] else {}
@@ -221,16 +224,57 @@ def constant_parameters(module: nn.Module):
 
 def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
                         values: Tensor, blur: float = 0.0, cutoff: float = CUTOFF_SIGMA,
-                        index: MixtureIndex | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                        index: MixtureIndex | None = None, backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
     """Evaluate N Gaussians at P points: (density [P] = sum o_i G_i, opacity [P] = 1 - prod (1 - o_i G_i),
     weighted mean of ``values`` [N, C] -> [P, C] with weights o_i G_i).
 
     ``blur`` > 0 evaluates the mixture convolved with an isotropic Gaussian of that standard deviation (each
     covariance grows by blur^2 I, amplitudes shrink to keep its mass): surface points fused at a few millimetres
-    then still find the thin splats they lie on. Neighbour search: Gaussians are grouped by their cut-off radius
-    (``cutoff`` standard deviations along their longest axis, doubling per group), and each group's centres go
-    into a k-d tree queried with that group's largest radius, so a few huge background splats never force a huge
-    search radius on the many small ones. scipy's trees do the search; only the Mahalanobis weights are ours."""
+    then still find the thin splats they lie on. A pair counts while its Mahalanobis distance is within ``cutoff``.
+
+    ``backend``: "native" (the compiled kernel, ``cuda_ext/cpu/mixture.cpp``: its own grid search and the pair
+    maths in one walk; CPU tensors), "torch" (the reference below: scipy's k-d trees and PyTorch, any device) or
+    "auto" (native where it can run). ``index``: the reference's trees, reusable across calls."""
+    p, c = points.shape[0], values.shape[1]
+    if p == 0 or means.shape[0] == 0:
+        return points.new_zeros(p), points.new_zeros(p), points.new_zeros(p, c)
+    if backend == "auto":
+        backend = "native" if _native_mixture(points.device) else "torch"
+    if backend == "native":  # the per-Gaussian parameters too are the kernel's (mixture.h), for those it needs
+        lib = _native_mixture(points.device)
+        if lib is None:
+            raise RuntimeError("the native mixture kernel needs featurefields._native and CPU tensors")
+        dt = points.dtype if points.dtype == torch.float64 else torch.float32
+        density, log_transmit, acc = lib.mixture_at(*(t.detach().to(dt).contiguous() for t in (
+            points, means, quats, scales, opacities.reshape(-1), values)), float(blur), float(cutoff))
+    elif backend == "torch":
+        var = scales.float() ** 2 + blur * blur  # [N, 3] along each Gaussian's own axes
+        amp = opacities * torch.sqrt(scales.float() ** 2 / var).prod(-1) if blur > 0 else opacities
+        rot = quat_to_rotmat(quats)  # [N, 3, 3]
+        inv_var = 1.0 / var.clamp_min(1e-18)
+        reach = cutoff * var.max(-1).values.sqrt()  # [N] each Gaussian's own: m2 <= cutoff^2 lies within it
+        density, log_transmit, acc = _mixture_torch(points, means, rot, inv_var, amp, reach, values, blur, cutoff,
+                                                    index if index is not None else MixtureIndex(means, scales))
+    else:
+        raise ValueError(f"backend must be auto, native or torch, not {backend!r}")
+    mean = acc / density.clamp_min(1e-12)[:, None]
+    return density, 1 - log_transmit.exp(), mean
+
+
+def _native_mixture(device: torch.device):
+    """The compiled extension if it can evaluate a mixture on ``device`` (CPU only so far), else None."""
+    from ..render.native import native_module
+
+    mod = native_module() if torch.device(device).type == "cpu" else None
+    return mod if mod is not None and hasattr(mod, "mixture_at") else None
+
+
+def _mixture_torch(points, means, rot, inv_var, amp, reach, values, blur, cutoff, index: MixtureIndex):
+    """The reference: Gaussians grouped by their cut-off radius (``cutoff`` standard deviations along their
+    longest axis, doubling per group), each group's centres in a k-d tree queried with that group's largest
+    radius, so a few huge background splats never force a huge search radius on the many small ones. scipy's
+    trees do the search; pairs beyond a Gaussian's own reach (the group's radius is up to twice as far) and past
+    the cut-off are dropped before any further maths. (density [P], log_transmit [P], acc [P, C])."""
     from scipy.spatial import cKDTree
 
     dev = points.device
@@ -238,16 +282,7 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
     density = torch.zeros(p, device=dev)
     log_transmit = torch.zeros(p, device=dev)
     acc = torch.zeros(p, c, device=dev)
-    if p == 0 or means.shape[0] == 0:
-        return density, 1 - log_transmit.exp(), acc
-    var = scales.float() ** 2 + blur * blur  # [N, 3] along each Gaussian's own axes
-    amp = opacities * torch.sqrt(scales.float() ** 2 / var).prod(-1) if blur > 0 else opacities
-    rot = quat_to_rotmat(quats)  # [N, 3, 3]
-    inv_var = 1.0 / var.clamp_min(1e-18)
-    # each Gaussian's own reach: within it lies every point whose m2 <= cutoff^2 (the group's radius, set by its
-    # largest member, is up to twice as far, and pairs beyond a Gaussian's own reach are dropped before any maths)
-    reach = (cutoff * var.max(-1).values.sqrt()).cpu().double().numpy()  # [N]
-    index = index if index is not None else MixtureIndex(means, scales)
+    reach = reach.cpu().double().numpy()
     trees = [(m, tree, cutoff * math.sqrt(size * size + blur * blur)) for m, tree, size in index.groups]
     pts_np = points.detach().cpu().double().numpy()
     for s in range(0, p, QUERY_CHUNK):
@@ -284,8 +319,7 @@ def gaussian_mixture_at(points: Tensor, means: Tensor, quats: Tensor, scales: Te
         crow[1:] = torch.cumsum(torch.bincount(qi, minlength=e - s), 0)
         wmat = torch.sparse_csr_tensor(crow, gi[order], w[order], (e - s, means.shape[0]))
         acc[s:e] += wmat @ values.float()
-    mean = acc / density.clamp_min(1e-12)[:, None]
-    return density, 1 - log_transmit.exp(), mean
+    return density, log_transmit, acc
 
 
 def gaussians_of(field) -> GaussianField:

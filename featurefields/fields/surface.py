@@ -32,12 +32,13 @@ EDGE_JUMP = 0.03  # relative depth jump to a neighbour above which a pixel is a 
 
 def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float | None = None,
                  min_alpha: float = 0.9, region: tuple[Sequence[float], Sequence[float]] | None = None,
-                 with_mesh: bool = False) -> SurfacePoints:
+                 with_mesh: bool = False, with_renders: bool = False) -> SurfacePoints:
     """Fuse ``views`` into a TSDF and return its zero crossing as points with outward normals (world frame).
 
     ``region``: (lo [3], hi [3]) world box to extract (default: around the field's opaque elements). ``voxel``:
     default 2 mm inside a region, else 1/500 of the region's diagonal; coarsened if the cube would need more than
-    MAX_RESOLUTION voxels per side (the voxel used is returned)."""
+    MAX_RESOLUTION voxels per side (the voxel used is returned). ``with_renders``: keep each view's crop, depth
+    (where its render stops) and alpha on the result."""
     import open3d as o3d
 
     if not views:
@@ -64,6 +65,7 @@ def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float |
         color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=origin.double().numpy())
     from .views import region_view
 
+    renders = []
     with torch.no_grad():
         for full in views:
             # render only where the cube projects, with pixels no bigger than a voxel (up to 4x the view's own)
@@ -73,6 +75,9 @@ def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float |
             if v is None:
                 continue
             out = field.render(v, with_features=False)
+            if with_renders:
+                alpha = out.alpha.cpu()
+                renders.append((v, out.depth.cpu() / alpha.clamp_min(1e-6), alpha))
             depth = _trusted_depth(out.depth.cpu(), out.alpha.cpu(), min_alpha)
             if not bool((depth > 0).any()):
                 continue
@@ -90,7 +95,7 @@ def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float |
         torch.zeros_like(pts)
     col = torch.from_numpy(np.asarray(pcd.colors)).float() if pcd.has_colors() else torch.zeros_like(pts)
     keep = ((pts >= lo) & (pts <= hi)).all(1)
-    out = SurfacePoints(pts[keep], nrm[keep], col[keep], float(voxel))
+    out = SurfacePoints(pts[keep], nrm[keep], col[keep], float(voxel), renders=renders if with_renders else None)
     if with_mesh:
         mesh = volume.extract_triangle_mesh()
         out.mesh_vertices = torch.from_numpy(np.asarray(mesh.vertices)).float()

@@ -265,16 +265,15 @@ def _collides(collider: SceneCollider | None, support, grip: ParallelJaw, pose: 
     return False
 
 
+_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float) / 2  # [8, 3]
+
+
 def _below_plane(support, grip: ParallelJaw, pose: np.ndarray, opening: float) -> bool:
     """Whether any corner of a gripper box goes through the support (a solid below its plane)."""
     n, d = support.normal.double().numpy(), float(support.offset)
-    R, t = pose[:3, :3], pose[:3, 3]
-    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
-    for _, c, e in grip.boxes(opening):
-        corners = (c + signs * e / 2) @ R.T + t
-        if float((corners @ n + d).min()) < 0.0:
-            return True
-    return False
+    boxes = grip.boxes(opening)
+    corners = np.concatenate([c + _CORNERS * e for _, c, e in boxes])  # [8 B, 3] grasp frame
+    return float((corners @ (pose[:3, :3].T @ n)).min() + pose[:3, 3] @ n + d) < 0.0
 
 
 def _distinct(grasps: list[Grasp], k: int, dist: float = 0.01, deg: float = 15.0) -> list[Grasp]:

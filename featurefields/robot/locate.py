@@ -133,7 +133,7 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[Vie
     body = pos[members]
     lo, hi = body.min(0).values, body.max(0).values
     best = _best_views(view_list, (lo + hi) / 2, max_views)
-    fine = field.surface_points(views=best, voxel=voxel, region=(lo - MARGIN, hi + MARGIN))
+    fine = field.surface_points(views=best, voxel=voxel, region=(lo - MARGIN, hi + MARGIN), with_renders=True)
     surr = field.surface_points(views=best, voxel=max(voxel, CONTEXT_VOXEL), region=(lo - CONTEXT, hi + CONTEXT),
                                 with_mesh=True)
     t_fuse = time.perf_counter() - t0
@@ -151,7 +151,7 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[Vie
     if on is None:
         return None
     pts, nrm, support, fill = on
-    completed = torch.cat([pts, fill, _unseen_hull(field, pts, fill, best, voxel)])
+    completed = torch.cat([pts, fill, _unseen_hull(pts, fill, fine.renders, voxel)])
     box = upright_box(completed, support.normal if support is not None else up,
                       bottom=None if support is None else -support.offset)
     sel = torch.zeros(len(pos), dtype=torch.bool)
@@ -234,16 +234,15 @@ def _rests_on(plane: Plane, pts: Tensor, body: Tensor, hidden: Tensor) -> bool:
     return float((hidden - centre).norm(dim=-1).min()) <= UNDER_CENTRE
 
 
-def _unseen_hull(field: FeatureField, pts: Tensor, fill: Tensor, views: list[View], voxel: float) -> Tensor:
+def _unseen_hull(pts: Tensor, fill: Tensor, renders: list, voxel: float) -> Tensor:
     """The surface no view sees, completed: samples of the convex hull of what is seen that lie away from the
     seen surface and that every view finds hidden (behind the rendered depth, or out of frame). A ball's lower
     third, seen by no camera above the table, is completed by its hull; a bowl's opening, a mug's mouth and the
     table inside a banana's curve are seen as free space by the views and carved away (space carving of the
-    hull). [U, 3], one sample per voxel of hull area."""
+    hull). ``renders``: what the fine fusion rendered (a crop of each view around the region the seen surface
+    lies in, depth and alpha). [U, 3], one sample per voxel of hull area."""
     import trimesh
     from scipy.spatial import QhullError
-
-    from ..fields.views import region_view
 
     seen = torch.cat([pts, fill])
     try:
@@ -254,28 +253,22 @@ def _unseen_hull(field: FeatureField, pts: Tensor, fill: Tensor, views: list[Vie
     if n < 1:
         return pts.new_zeros(0, 3)
     samples = torch.from_numpy(np.asarray(trimesh.sample.sample_surface(hull, n, seed=0)[0])).float()
-    cand = samples[_away_from(samples, seen, 2 * voxel)]
-    lo, hi = seen.min(0).values, seen.max(0).values
-    keep = torch.ones(len(cand), dtype=torch.bool)
-    for view in views:
-        if not bool(keep.any()):
+    cand = samples[_away_from(samples, seen, 2 * voxel)].numpy()  # [U, 3]
+    keep = np.ones(len(cand), dtype=bool)
+    for crop, depth, alpha in renders:  # (numpy: a few passes over the samples per view, on one thread)
+        if not keep.any():
             break
-        crop = region_view(view, lo, hi)
-        if crop is None:
-            continue
-        out = field.render(crop, with_features=False)
-        w2c = torch.linalg.inv(crop.c2w.float())
+        w2c = torch.linalg.inv(crop.c2w.float()).numpy()
         cam = cand @ w2c[:3, :3].T + w2c[:3, 3]
         z = cam[:, 2]
-        uv = cam[:, :2] / z.clamp_min(1e-6)[:, None] @ crop.K[:2, :2].float().T + crop.K[:2, 2].float()
-        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        K = crop.K.float().numpy()
+        uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] @ K[:2, :2].T + K[:2, 2]
+        u, v = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
         inside = (z > 1e-3) & (u >= 0) & (v >= 0) & (u < crop.width) & (v < crop.height)
-        alpha = out.alpha.reshape(crop.height, crop.width).cpu()
-        depth = out.depth.reshape(crop.height, crop.width).cpu() / alpha.clamp_min(1e-6)  # where it stops
-        uc, vc = u.clamp(0, crop.width - 1), v.clamp(0, crop.height - 1)
-        free = inside & ((alpha[vc, uc] < 0.5) | (depth[vc, uc] > z + 2 * voxel))
-        keep &= ~free
-    return cand[keep]
+        uc, vc = np.clip(u, 0, crop.width - 1), np.clip(v, 0, crop.height - 1)
+        a, d = alpha.numpy()[vc, uc], depth.numpy()[vc, uc]
+        keep &= ~(inside & ((a < 0.5) | (d > z + 2 * voxel)))
+    return torch.from_numpy(cand[keep])
 
 
 def _away_from(points: Tensor, body: Tensor, dist: float) -> Tensor:

@@ -22,14 +22,26 @@ def contact_wrenches(point: np.ndarray, inward: np.ndarray, centroid: np.ndarray
     torsional moments of a soft finger."""
     n = inward / np.linalg.norm(inward)
     helper = np.array([1.0, 0.0, 0.0]) if abs(n[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    t1 = np.cross(n, helper)
+    t1 = _cross(n, helper)
     t1 /= np.linalg.norm(t1)
-    t2 = np.cross(n, t1)
-    ang = 2 * np.pi * np.arange(CONE_EDGES) / CONE_EDGES
-    forces = n[None] + mu * (np.cos(ang)[:, None] * t1 + np.sin(ang)[:, None] * t2)  # [E, 3]
-    torques = np.cross(point - centroid, forces) / scale
-    spin = np.stack([np.zeros(3), np.zeros(3)]), np.stack([n, -n]) * (mu * torsion / scale)
-    return np.concatenate([np.concatenate([forces, torques], 1), np.concatenate(spin, 1)])
+    t2 = _cross(n, t1)
+    forces = n[None] + mu * (_CONE_COS[:, None] * t1 + _CONE_SIN[:, None] * t2)  # [E, 3]
+    torques = _cross(point - centroid, forces) / scale
+    out = np.zeros((CONE_EDGES + 2, 6))
+    out[:CONE_EDGES, :3], out[:CONE_EDGES, 3:] = forces, torques
+    out[CONE_EDGES, 3:], out[CONE_EDGES + 1, 3:] = n * (mu * torsion / scale), -n * (mu * torsion / scale)
+    return out
+
+
+_CONE_COS = np.cos(2 * np.pi * np.arange(CONE_EDGES) / CONE_EDGES)
+_CONE_SIN = np.sin(2 * np.pi * np.arange(CONE_EDGES) / CONE_EDGES)
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a x b for [3] or [K, 3] operands (np.cross costs more than the sum itself on arrays this small)."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], -1)
 
 
 def ferrari_canny(points: np.ndarray, inward: np.ndarray, centroid: np.ndarray, mu: float, scale: float,

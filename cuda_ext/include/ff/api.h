@@ -153,6 +153,38 @@ struct PairCounts {
 template <typename T> PairCounts rasterize_pairs_cpu(const RasterArgs<T>& a, const int32_t* last, int threads);
 double fma_peak_flops(int threads, double seconds);
 
+// ---- a Gaussian mixture at points (mixture.h; reference: fields/splats.py::gaussian_mixture_at) -----------------
+// Per point: density = sum w, log_transmit = sum log(1 - min(w, 0.9999)), acc[C] = sum w values[g] over the
+// Gaussians whose cut-off ellipsoid holds it (w = amp exp(-m2 / 2)). The neighbour search is the kernel's own.
+template <typename T> struct MixtureArgs {
+    int64_t p, n;
+    int channels;        // C (0: density and transmittance only)
+    T blur, cutoff;      // metres; standard deviations
+    const T* points;     // [P, 3]
+    const T* means;      // [N, 3]
+    const T* quats;      // [N, 4] wxyz, any norm
+    const T* scales;     // [N, 3]
+    const T* opacities;  // [N]
+    const T* values;     // [N, C]
+};
+
+template <typename T> struct MixtureOut {
+    T* density;       // [P]
+    T* log_transmit;  // [P]
+    T* acc;           // [P, C] value-weighted sums (not yet divided by the density)
+};
+
+template <typename T> void mixture_at_cpu(const MixtureArgs<T>& a, const MixtureOut<T>& out, int threads);
+
+// ---- which Gaussians a small render may need (fields/rendering.py::_visible) ------------------------------------
+// Indices (ascending, written to out [N]; returns how many) of the Gaussians whose footprint bound meets the image:
+// radius <= 3 sqrt(|J|_F^2 s_max^2 + eps2d) + 2 pixels (J with K's skew), in front of half the near plane. A superset of what
+// project_one keeps: the projection then decides. log_scales as the field stores them. One thread: a pass this
+// light costs less than waking workers.
+template <typename T>
+int64_t footprint_candidates_cpu(int64_t n, const T* means, const T* log_scales, const T* viewmat, const T* K,
+                                 int width, int height, T eps2d, T near_plane, int64_t* out);
+
 template <typename T> void rasterize_fwd_cuda(const RasterArgs<T>& a, const RasterOut<T>& out, void* stream);
 template <typename T> void rasterize_bwd_cuda(const RasterArgs<T>& a, const RasterGrads<T>& g, void* stream);
 
