@@ -140,14 +140,17 @@ class GaussianField(nn.Module):
     def sh_coeffs(self) -> Tensor:  # [N, K, 3]
         return torch.cat([self.sh0, self.shN], dim=1)
 
-    def features_from(self, dirs: Tensor, backend: str = "auto") -> Tensor:
+    def features_from(self, dirs: Tensor, backend: str = "auto", index: Tensor | None = None) -> Tensor:
         """Per-Gaussian features seen along ``dirs`` [N, 3] (camera -> Gaussian, any length): [N, F].
-        ``backend``: whose SH kernel evaluates it (see :func:`featurefields.render.eval_sh_backend`)."""
+        ``backend``: whose SH kernel evaluates it (see :func:`featurefields.render.eval_sh_backend`); ``index``
+        [M]: only those Gaussians (``dirs`` then [M, 3]), so a culled render pays only for what it draws."""
+        feats = self.features if index is None else self.features[index]
         degree = self.layout.view_degree
         if degree == 0:
-            return self.features
+            return feats
+        view = self.features_view if index is None else self.features_view[index]
         # an SH sum whose DC coefficient is scaled so that its term is the feature itself
-        return eval_sh_backend(degree, dirs, (self.features / SH_C0)[:, None, :], self.features_view, backend)
+        return eval_sh_backend(degree, dirs, (feats / SH_C0)[:, None, :], view, backend)
 
     def params(self) -> dict[str, nn.Parameter]:
         return {name: getattr(self, name) for name in self.param_names}

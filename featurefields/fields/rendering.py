@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from ..render import eval_sh_backend, render
+from .gaussians import GaussianField
 
 RENDER_NEAR, RENDER_FAR, RENDER_EPS2D = 0.01, 1e10, 0.3  # what render() is asked for, and culling agrees with
-from .gaussians import GaussianField
 
 
 @dataclass
@@ -51,10 +51,7 @@ def render_field(field: GaussianField, c2w: Tensor, K: Tensor, width: int, heigh
     bg = background if background is not None else torch.zeros(3, device=rgb.device)
     use_features = with_features and field.features.shape[1] > 0
     feature_dirs = dirs if features_move_geometry else dirs.detach()  # view-dependent features must not either
-    feats = []
-    if use_features:
-        feats = [field.features_from(feature_dirs, backend) if keep is None else
-                 field.features_from(field.means - c2w[:3, 3], backend)[keep]]
+    feats = [field.features_from(feature_dirs, backend, index=keep)] if use_features else []
     colors = torch.cat([rgb, depth_z] + feats, dim=-1)
     bg_full = torch.cat([bg, bg.new_zeros(colors.shape[1] - 3)])
     out = render(means, quats, scales, opacities, colors, viewmat, K, width, height, background=bg_full,

@@ -12,18 +12,20 @@ from featurefields.render import native
 pytestmark = pytest.mark.skipif(not native.available("cpu"), reason="featurefields._native is not built")
 
 
-def wide_field(n: int = 3000, seed: int = 0) -> GaussianField:
+def wide_field(n: int = 3000, seed: int = 0, view_degree: int = 0) -> GaussianField:
     """Gaussians over a 4 m square, sizes 5 mm to 20 cm (big ones reach into the image from outside it)."""
     g = torch.Generator().manual_seed(seed)
     means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([4.0, 4.0, 0.5])
     log_scales = torch.empty(n, 3).uniform_(-5.3, -1.6, generator=g)
     f = GaussianField(means, torch.rand(n, 3, generator=g), log_scales,
-                      FeatureLayout([TeacherSpec("labels", 5)], latent_dim=4), sh_degree=1)
+                      FeatureLayout([TeacherSpec("labels", 5)], latent_dim=4, view_degree=view_degree),
+                      sh_degree=1)
     with torch.no_grad():
         f.quats.copy_(torch.randn(n, 4, generator=g))
         f.opacity_logits.copy_(torch.randn(n, generator=g))
         f.features.copy_(torch.randn(n, 4, generator=g))
         f.shN.copy_(torch.randn(f.shN.shape, generator=g) * 0.2)
+        f.features_view.copy_(torch.randn(f.features_view.shape, generator=g) * 0.2)
     return f.requires_grad_(False)
 
 
@@ -36,9 +38,10 @@ def camera_at(height: float, fx: float):
     return c2w, K
 
 
-@pytest.mark.parametrize("fx, features", [(200.0, False), (200.0, True), (60.0, True), (15.0, False)])
-def test_culled_render_is_the_same_image(fx, features):
-    f = wide_field()
+@pytest.mark.parametrize("fx, features, view_degree", [(200.0, False, 0), (200.0, True, 0), (60.0, True, 0),
+                                                       (15.0, False, 0), (200.0, True, 2)])
+def test_culled_render_is_the_same_image(fx, features, view_degree):
+    f = wide_field(view_degree=view_degree)
     c2w, K = camera_at(1.5, fx)
     with torch.no_grad():
         full = render_field(f, c2w, K, 80, 60, with_features=features)
