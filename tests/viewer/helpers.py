@@ -2,6 +2,7 @@
 chromium on the viewer, and waiting for frames, screenshots and notifications."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -119,7 +120,8 @@ class Page:
             if value:
                 return value
             time.sleep(0.05)
-        raise TimeoutError(f"timed out waiting for {what}")
+        notes = "; ".join(f"{t}: {b}" for t, b, _ in self.session.notifications[-4:]) or "none"
+        raise TimeoutError(f"timed out waiting for {what} (the browser's last notifications: {notes})")
 
     def still_frame(self, after: float, mode: str | None = None, timeout: float = 60.0):
         """The first full-resolution frame sent after ``after`` (time.monotonic()), in ``mode`` if given, once no
@@ -144,16 +146,44 @@ class Page:
         self.session.loop.poke()  # (a camera already there sends no message)
         return self.still_frame(t0, mode)
 
+    # ---- pointing -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def notes_hidden(self):
+        """Notifications hidden meanwhile: they sit over the canvas' top-left, would take a click meant for the
+        scene there, and one under a resting mouse pointer never closes (hovering pauses its timer)."""
+        style = self.page.add_style_tag(content=HIDE_NOTES)
+        try:
+            yield
+        finally:
+            style.evaluate("e => e.remove()")
+
+    def click(self, x: float, y: float) -> None:
+        """A click at canvas pixel (x, y)."""
+        with self.notes_hidden():
+            self.page.mouse.click(*self.canvas_point(x, y))
+
+    def drag(self, start: tuple[float, float], end: tuple[float, float], steps: int = 10, shift: bool = False,
+             release: bool = True) -> None:
+        """A left-button drag between canvas pixels (shift held: viser's box select); ``release=False`` leaves
+        the button down."""
+        with self.notes_hidden():
+            if shift:
+                self.page.keyboard.down("Shift")
+            self.page.mouse.move(*self.canvas_point(*start))
+            self.page.mouse.down()
+            self.page.mouse.move(*self.canvas_point(*end), steps=steps)
+            if release:
+                self.page.mouse.up()
+            if shift:
+                self.page.keyboard.up("Shift")
+
     # ---- looking --------------------------------------------------------------------------------------------
     def canvas_image(self) -> np.ndarray:
         """What the canvas shows (notifications hidden): uint8 [H, W, 3] at canvas pixels."""
         from PIL import Image
 
-        style = self.page.add_style_tag(content=HIDE_NOTES)
-        try:
+        with self.notes_hidden():
             png = self.page.locator("canvas").first.screenshot()
-        finally:
-            style.evaluate("e => e.remove()")
         return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
     def screenshot(self, path: Path) -> None:

@@ -86,11 +86,8 @@ def test_dragging_moves_the_camera_and_the_image_changes(page, viewer, frame0):
     page.goto(frame0)
     before, cam0 = page.canvas_image(), page.session.camera
     t0 = time.monotonic()
-    x, y = page.canvas_point(CANVAS[0] / 2, CANVAS[1] / 2)
-    page.page.mouse.move(x, y)
-    page.page.mouse.down()
-    page.page.mouse.move(x + 140, y + 30, steps=12)
-    page.page.mouse.up()
+    x, y = CANVAS[0] / 2, CANVAS[1] / 2
+    page.drag((x, y), (x + 140, y + 30), steps=12)
     frame = page.still_frame(t0)
     cam1 = page.session.camera
     turn = torch.rad2deg(torch.arccos(((cam0.c2w()[:3, :3].T @ cam1.c2w()[:3, :3]).trace() - 1).clamp(-2, 2) / 2))
@@ -127,7 +124,7 @@ def test_a_click_on_the_mug_selects_the_mugs_gaussians(page, viewer, viewer_run,
     x, y = interior_pixel(gt_mask(scene, viewer_run.scene, frame0.index, "mug"))
     scale = CANVAS[0] / frame0.width
     t0 = time.monotonic()
-    page.page.mouse.click(*page.canvas_point((x + 0.5) * scale, (y + 0.5) * scale))
+    page.click((x + 0.5) * scale, (y + 0.5) * scale)
     page.wait(lambda s: s.selection is not None, what="a selection")
     sel = page.session.selection
     _, field = viewer.source.current()
@@ -147,14 +144,8 @@ def test_a_shift_drag_box_around_the_mug_selects_it_too(page, viewer, viewer_run
     scene = viewer.source.current()[1].scene
     ys, xs = np.nonzero(gt_mask(scene, viewer_run.scene, frame0.index, "mug"))
     scale = CANVAS[0] / frame0.width
-    x0, y0 = page.canvas_point((xs.min() - 1) * scale, (ys.min() - 1) * scale)
-    x1, y1 = page.canvas_point((xs.max() + 2) * scale, (ys.max() + 2) * scale)
-    page.page.keyboard.down("Shift")
-    page.page.mouse.move(x0, y0)
-    page.page.mouse.down()
-    page.page.mouse.move(x1, y1, steps=8)
-    page.page.mouse.up()
-    page.page.keyboard.up("Shift")
+    page.drag(((xs.min() - 1) * scale, (ys.min() - 1) * scale), ((xs.max() + 2) * scale, (ys.max() + 2) * scale),
+              steps=8, shift=True)
     page.wait(lambda s: s.selection is not None, what="a box selection")
     assert page.session.selection_how.startswith("box")
     _, field = viewer.source.current()
@@ -225,11 +216,8 @@ def test_client_side_splats_draw_while_moving_and_the_server_frame_at_rest(page_
     t0 = time.monotonic()
     p.page.get_by_text("Splats in browser").click()
     p.wait(lambda s: s._splat_handle is not None, what="the splats")
-    x, y = p.canvas_point(CANVAS[0] / 2, CANVAS[1] / 2)
-    p.page.mouse.move(x, y)
-    p.page.mouse.down()
-    p.page.mouse.move(x - 120, y, steps=10)
-    p.page.mouse.up()
+    x, y = CANVAS[0] / 2, CANVAS[1] / 2
+    p.drag((x, y), (x - 120, y), steps=10)
 
     def at_rest(s):  # the last camera message came before a full-size frame, and the splats are hidden again
         f = s.frames[-1]
@@ -246,11 +234,9 @@ def test_client_side_splats_draw_while_moving_and_the_server_frame_at_rest(page_
 def test_a_browser_that_leaves_mid_render_ends_its_thread_quietly(browser, viewer, caplog):
     p = Page(browser, viewer)
     session = p.session
-    x, y = p.canvas_point(CANVAS[0] / 2, CANVAS[1] / 2)
+    x, y = CANVAS[0] / 2, CANVAS[1] / 2
     caplog.set_level(logging.WARNING, logger="featurefields.viewer")
-    p.page.mouse.move(x, y)
-    p.page.mouse.down()
-    p.page.mouse.move(x + 200, y, steps=20)
+    p.drag((x, y), (x + 200, y), steps=20, release=False)
     n = session.frame_count
     p.close()  # mid-drag: frames are being rendered
     t0 = time.monotonic()
@@ -277,7 +263,7 @@ def test_delete_removes_the_mug_for_every_browser_and_the_checkpoint_loads(page,
     mug = gt_mask(field.scene, viewer_run.scene, view.index, "mug")
     x, y = interior_pixel(mug)
     scale = CANVAS[0] / view.width
-    a.page.mouse.click(*a.canvas_point((x + 0.5) * scale, (y + 0.5) * scale))
+    a.click((x + 0.5) * scale, (y + 0.5) * scale)
     sel = a.wait(lambda s: s.selection, what="a selection")
     n_mug = int(gt_gaussians(field, viewer_run.scene, "mug").sum())
     t0 = time.monotonic()
