@@ -356,7 +356,9 @@ def soak(field_source, browser: Browser, seconds: float, clients: int = 4) -> di
               "server_warnings_or_errors": len(tap.records), "tracebacks_on_stderr": tracebacks,
               "server_rss_mb_start": round(rss0, 1), "server_rss_mb_end": round(rss1, 1),
               "rss_growth_percent": round(100 * (rss1 - rss0) / rss0, 2), "server_rss_mb_per_window": rss_windows,
-              "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}
+              "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+              "heap_trims": server.heap.count, "heap_trim_ms_mean": round(1000 * server.heap.seconds
+                                                                          / max(server.heap.count, 1), 2)}
     result["passed"] = bool(result["min_images_in_any_window"] > 0 and not tap.records and not tracebacks
                             and result["rss_growth_percent"] < 10)
     print(f"soak: {result}", flush=True)

@@ -134,12 +134,13 @@ class CameraClock:
 class RenderLoop(threading.Thread):
     """The render thread of one browser. ``frame(moving)`` renders and sends one frame for the newest camera (at
     ``motion.scale(mode)`` while moving) and returns (mode, seconds, scale used), or None if there was nothing to
-    render; ``clock`` knows when the camera last moved."""
+    render; ``clock`` knows when the camera last moved; ``tidy()`` runs after each frame, before the lock is
+    released (the viewer trims the heaps there, see :mod:`.heap`)."""
 
     def __init__(self, name: str, frame: Callable[[bool], tuple[str, float, float] | None], clock: CameraClock,
-                 lock: FairLock, budget: RenderBudget, motion: MotionScale):
+                 lock: FairLock, budget: RenderBudget, motion: MotionScale, tidy: Callable[[], object] | None = None):
         super().__init__(name=name, daemon=True)
-        self._frame, self._clock = frame, clock
+        self._frame, self._clock, self._tidy = frame, clock, tidy
         self._lock, self._budget, self._motion = lock, budget, motion
         self.busy = False  # a frame is being rendered
         self._cond = threading.Condition()
@@ -188,6 +189,8 @@ class RenderLoop(threading.Thread):
                     finally:
                         self.busy = False
                     seconds = time.perf_counter() - t0
+                    if self._tidy is not None:  # still holding the lock: no other render is allocating
+                        self._tidy()
                 self._budget.charge(seconds)
             except Exception:  # noqa: BLE001 - one bad frame must not kill the browser's render thread
                 if self.stopped.is_set():

@@ -20,6 +20,7 @@ import torch
 from ..errors import ConfigError, FFError
 from ..fields.base import View
 from .camera import look_at_for_view, orbit_focus, scene_up, vertical_fov
+from .heap import HeapTrim
 from .outputs import Outputs
 from .paint import Painter
 from .scheduling import FairLock
@@ -68,6 +69,7 @@ class ViewerServer:
         self.outputs = Outputs(self.out)
         self.painter = Painter()
         self.render_lock = FairLock()
+        self.heap = HeapTrim()
         self.sessions: dict[int, object] = {}
         self._sessions_lock = threading.Lock()
         _, field = source.current()

@@ -84,7 +84,7 @@ class ClientSession:
         self.motion = MotionScale(server.config.target_fps)
         self.clock = CameraClock()
         self.loop = RenderLoop(f"ff-view-render-{self.id}", self._frame, self.clock, server.render_lock,
-                               self.source.budget, self.motion)
+                               self.source.budget, self.motion, tidy=server.heap.maybe)
         self.panel = ControlPanel(self)
         self._frustums = self._add_frustums()
         self._splat_handle = None

@@ -148,7 +148,10 @@ def test_render_loop_renders_the_newest_camera_and_drops_the_rest():
         time.sleep(0.1)
         return "RGB", 0.1, 1.0
 
-    loop = RenderLoop("test", frame, CameraClock(), FairLock(), RenderBudget(), MotionScale())
+    lock = FairLock()
+    tidied = []  # whether the render lock was held when tidy ran
+    loop = RenderLoop("test", frame, CameraClock(), lock, RenderBudget(), MotionScale(),
+                      tidy=lambda: tidied.append(bool(lock._queue)))
     loop.start()
     try:
         loop.poke(camera_moved=True)
@@ -162,6 +165,7 @@ def test_render_loop_renders_the_newest_camera_and_drops_the_rest():
         loop.join(2)
     assert seen[0] == 0 and seen[1] == 19 and len(seen) <= 3, seen  # one more frame, for the newest camera
     assert not loop.is_alive()
+    assert len(tidied) == len(seen) and all(tidied)  # after every frame, before the lock is let go
 
 
 # ---- pictures -------------------------------------------------------------------------------------------------
