@@ -22,10 +22,10 @@ Parts (each a key of the JSON):
   frames each client received per 10 s window (all must be > 0), warnings/exceptions in the server log, and the
   server process' resident memory at the start and end (growth must stay < 10%).
 - ``training``: ``ff-train scenes/tabletop`` for ``--train-seconds`` with its viewer switched on and off in
-  alternating 8 s windows (on: the step hook snapshots and the camera moves throughout, orbited from the server
-  at 30 updates/s, or dragged in the headless page, whose SwiftShader drawing then shares the two cores; off:
-  neither); the median step time of each window against its neighbours' gives the slowdown in %, free of the
-  drift of the field's size and of the machine's load.
+  alternating short windows (``--train-window``, 2 s; on: the step hook snapshots and the camera moves throughout,
+  orbited from the server at 30 updates/s, or dragged in the headless page, whose SwiftShader drawing then shares
+  the two cores; off: neither); the median over all on-windows of its median step time against its neighbours'
+  gives the slowdown in %, free of the drift of the field's size and of the machine's load.
 
 The machine (CPU model, SIMD, threads, load average before and after) is recorded; timings on a busy 2-core
 machine are slower than on an idle one.
@@ -229,7 +229,9 @@ def fps(field_source, browser: Browser, seconds: float) -> dict:
 
 def orbit(session, server, seconds: float, hz: float = 30.0) -> None:
     """Orbit the session's camera about the scene's focus at ``hz`` updates per second for ``seconds``, set on the
-    server as a browser with a GPU would send them (the headless page draws too slowly to send that many)."""
+    server as a browser with a GPU would send them (the headless page draws too slowly to send that many). The
+    poses are computed before the loop: making them is the browser's work, not the server's (done per message in
+    the loop, scipy's rotations held the GIL ~5% of the time and were most of the viewer's measured cost)."""
     import math
 
     import numpy as np
@@ -240,16 +242,18 @@ def orbit(session, server, seconds: float, hz: float = 30.0) -> None:
     start = session.camera
     c2w = start.c2w().double().numpy()
     focus, up = server.focus, server.up
+    n = int(math.ceil(seconds * hz)) + 1
+    rots = Rotation.from_rotvec(np.outer(np.arange(1, n + 1) * math.radians(1.0), up)).as_matrix()  # 30 deg/s
+    quats = Rotation.from_matrix(rots @ c2w[:3, :3]).as_quat()  # [n, 4] x y z w
+    centres = focus + (rots @ (c2w[:3, 3] - focus)[:, None])[..., 0]  # [n, 3]
+    poses = [((float(q[3]), float(q[0]), float(q[1]), float(q[2])), tuple(float(v) for v in c))
+             for q, c in zip(quats, centres)]
     t0 = time.monotonic()
     k = 0
-    while time.monotonic() - t0 < seconds:
+    while time.monotonic() - t0 < seconds and k < n:
+        wxyz, position = poses[k]
         k += 1
-        rot = Rotation.from_rotvec(up * math.radians(1.0) * k).as_matrix()  # 30 degrees/s about the focus
-        m = np.eye(4)
-        m[:3, :3] = rot @ c2w[:3, :3]
-        m[:3, 3] = focus + rot @ (c2w[:3, 3] - focus)
-        x, y, z, w = Rotation.from_matrix(m[:3, :3]).as_quat()
-        session.camera = BrowserCamera((w, x, y, z), tuple(m[:3, 3]), start.fov, start.canvas, session.clock.tick())
+        session.camera = BrowserCamera(wxyz, position, start.fov, start.canvas, session.clock.tick())
         session.loop.poke(camera_moved=True)
         time.sleep(max(0.0, t0 + k / hz - time.monotonic()))
 
@@ -365,7 +369,7 @@ def soak(field_source, browser: Browser, seconds: float, clients: int = 4) -> di
     return result
 
 
-def training(browser: Browser, seconds: float, scene: str, window: float = 8.0) -> dict:
+def training(browser: Browser, seconds: float, scene: str, window: float = 2.0) -> dict:
     """One training run whose viewer is switched on and off in alternating windows of ``window`` seconds. Off: no
     step hook, the page idle. On: the step hook snapshots, and the camera moves throughout, either orbited from
     the server at 30 updates/s (``orbit``: what the viewer costs) or dragged with the mouse in the headless page
@@ -436,7 +440,8 @@ def training(browser: Browser, seconds: float, scene: str, window: float = 8.0) 
     result = {"scene": scene, "window_seconds": window, "windows": windows,
               "slowdown_percent_orbit": slowdown("orbit"), "slowdown_percent_drag": slowdown("drag"),
               "snapshots": source.snapshots, "snapshot_seconds_total": round(source.snapshot_seconds, 3),
-              "render_share": source.share}
+              "render_share": source.share, "pairs": {how: sum(w["viewer"] == how for w in windows[2:])
+                                                      for how in ("orbit", "drag")}}
     print(f"training: {result}", flush=True)
     return result
 
@@ -451,6 +456,9 @@ def main() -> None:
     p.add_argument("--soak-seconds", type=float, default=60.0)
     p.add_argument("--train-seconds", type=float, default=96.0)
     p.add_argument("--train-scene", default=str(ROOT / "scenes" / "tabletop"))
+    p.add_argument("--train-window", type=float, default=2.0,
+                   help="seconds per on/off window of the training part (short windows: many pairs, so the "
+                        "median ratio is not at the mercy of the field's growth or of the machine's load)")
     args = p.parse_args()
     parts = args.only or ["latency", "fps", "still", "soak", "training"]
     result: dict = {"benchmark": "ff-view in headless chromium (SwiftShader WebGL)", "checkpoint": args.checkpoint,
@@ -472,7 +480,7 @@ def main() -> None:
         if "soak" in parts:
             result["soak"] = soak(source, browser, args.soak_seconds)
         if "training" in parts:
-            result["training"] = training(browser, args.train_seconds, args.train_scene)
+            result["training"] = training(browser, args.train_seconds, args.train_scene, args.train_window)
     finally:
         browser.close()
     result["load_average_1min_after"] = round(os.getloadavg()[0], 2)
