@@ -46,6 +46,17 @@ def patch_grid(height: int, width: int, resolution: int, patch: int) -> tuple[in
     return max(1, round(height * s / patch)), max(1, round(width * s / patch))
 
 
+def grid_batches(views: Sequence, resolution: int, patch: int, batch_size: int):
+    """(patch grid, model input size (h, w), view indices) per batch of at most ``batch_size``: views grouped by
+    the patch grid their size maps to, so that each batch stacks into one tensor."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, v in enumerate(views):
+        groups.setdefault(patch_grid(v.height, v.width, resolution, patch), []).append(i)
+    for grid, idx in groups.items():
+        for s in range(0, len(idx), batch_size):
+            yield grid, (grid[0] * patch, grid[1] * patch), idx[s : s + batch_size]
+
+
 def to_model_input(image: Tensor, size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
                    device: str | torch.device = "cpu") -> Tensor:
     """uint8 [H, W, 3] -> normalised float [3, h, w] at ``size`` (bicubic, antialiased like PIL)."""
@@ -245,18 +256,12 @@ class ClipTeacher(Teacher):
             for i, v in enumerate(views):
                 outs[i] = self._multiscale(v)
             return outs  # type: ignore[return-value]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, v in enumerate(views):
-            groups.setdefault(patch_grid(v.height, v.width, self.resolution, self.patch), []).append(i)
-        for grid, idx in groups.items():
-            size = (grid[0] * self.patch, grid[1] * self.patch)
-            for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s : s + self.batch_size]
-                x = torch.stack([to_model_input(views[i].image, size, self.mean, self.std, self.device) for i in chunk])
-                with torch.inference_mode():
-                    feats = F.normalize(self.maskclip_features(x).float(), dim=-1).cpu()  # [B, h, w, D]
-                for i, f in zip(chunk, feats):
-                    outs[i] = TeacherOutput(features=f.contiguous(), valid=torch.ones(grid, dtype=torch.bool))
+        for grid, size, chunk in grid_batches(views, self.resolution, self.patch, self.batch_size):
+            x = torch.stack([to_model_input(views[i].image, size, self.mean, self.std, self.device) for i in chunk])
+            with torch.inference_mode():
+                feats = F.normalize(self.maskclip_features(x).float(), dim=-1).cpu()  # [B, h, w, D]
+            for i, f in zip(chunk, feats):
+                outs[i] = TeacherOutput(features=f.contiguous(), valid=torch.ones(grid, dtype=torch.bool))
         return outs  # type: ignore[return-value]
 
     def maskclip_features(self, x: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .base import Teacher, TeacherInput, TeacherOutput
-from .clip import patch_grid, to_model_input
+from .clip import grid_batches, to_model_input
 from .weights import (
     Candidate,
     check_checkpoint,
@@ -128,21 +128,15 @@ class DinoTeacher(Teacher):
 
     def extract(self, views: list[TeacherInput]) -> list[TeacherOutput]:
         outs: list[TeacherOutput | None] = [None] * len(views)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, v in enumerate(views):
-            groups.setdefault(patch_grid(v.height, v.width, self.resolution, self.patch), []).append(i)
-        for grid, idx in groups.items():
-            size = (grid[0] * self.patch, grid[1] * self.patch)
-            for s in range(0, len(idx), self.batch_size):
-                chunk = idx[s : s + self.batch_size]
-                x = torch.stack(
-                    [to_model_input(views[i].image, size, IMAGENET_MEAN, IMAGENET_STD, self.device) for i in chunk]
-                )
-                feats = self.patch_tokens(x).float()
-                if self.normalize:
-                    feats = F.normalize(feats, dim=-1)
-                for i, f in zip(chunk, feats.cpu()):
-                    outs[i] = TeacherOutput(features=f.contiguous(), valid=torch.ones(grid, dtype=torch.bool))
+        for grid, size, chunk in grid_batches(views, self.resolution, self.patch, self.batch_size):
+            x = torch.stack(
+                [to_model_input(views[i].image, size, IMAGENET_MEAN, IMAGENET_STD, self.device) for i in chunk]
+            )
+            feats = self.patch_tokens(x).float()
+            if self.normalize:
+                feats = F.normalize(feats, dim=-1)
+            for i, f in zip(chunk, feats.cpu()):
+                outs[i] = TeacherOutput(features=f.contiguous(), valid=torch.ones(grid, dtype=torch.bool))
         return outs  # type: ignore[return-value]
 
 

@@ -23,18 +23,6 @@ def tiny(**kw):
     return make_teacher("dino", random_init=True, arch=TINY, **kw)
 
 
-@pytest.fixture
-def no_weight_caches(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("FF_WEIGHTS_DIR", raising=False)
-    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    return tmp_path
-
-
 def test_shapes_norm_and_multiples_of_14():
     t = tiny()
     assert t.name == "dino" and t.dim == 24 and t.patch == 14 and not t.text_aligned

@@ -22,15 +22,6 @@ def tiny(**kw):
     return make_teacher("sam", random_init=True, arch=TINY, **kw)
 
 
-@pytest.fixture
-def no_weight_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("FF_WEIGHTS_DIR", raising=False)
-    return tmp_path
-
-
 def test_shapes_valid_region_and_batching():
     t = tiny()
     assert t.name == "sam" and t.dim == 256 and not t.text_aligned
