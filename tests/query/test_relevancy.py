@@ -244,8 +244,8 @@ def test_only_a_word_more_generic_than_its_nearest_label_stands_for_several():
     labels_generic = torch.tensor([0.43, 0.39, 0.40, 0.40])  # each label's cosine to the canonical phrases
     window = vocabulary_matches(["cola", "drinks"], labels, sim, rule="window")
     assert window == [labels[1:], labels[1:]]
-    # ... but 'cola' is nearer the canonical phrases than the can (a synonym: the can alone) and 'drinks' farther
-    # (a class word: all three); swap the genericities and the answers swap
+    # ... but 'cola' is farther from the canonical phrases than the can (more specific: a synonym, the can alone)
+    # and 'drinks' nearer than the mug (a class word: all three); swap the genericities and the answers swap
     got = vocabulary_matches(["cola", "drinks"], labels, sim, generality=(torch.tensor([0.31, 0.45]), labels_generic))
     assert got == [["red soda can"], labels[1:]]
     got = vocabulary_matches(["cola", "drinks"], labels, sim, generality=(torch.tensor([0.45, 0.31]), labels_generic))
