@@ -113,10 +113,16 @@ MATCH_WITHIN = 0.1  # ... and at most this far below the query's best label: "fr
 # with) match by the word rule alone until measured.
 TEXT_MATCH: dict[str, tuple[float, float]] = {"labels": (MATCH_MIN, MATCH_WITHIN)}
 NEVER_MATCHED = ("background",)  # the room around a scene is no answer to a query for a thing
+# How a query picks labels among the close ones (vocabulary_matches): 'generic' (the default) lets only a word more
+# generic than its nearest label stand for several; 'window' takes every label within MATCH_WITHIN of the best (the
+# rule before); 'zscore' takes those that also stand out from the scene's vocabulary by Z_MIN standard deviations.
+MATCH_RULES = ("generic", "window", "zscore")
+Z_MIN = 1.2  # chosen on the descriptive list (its neighbours there: 1.1 and 1.3), so a fragile alternative
 
 
 def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Tensor,
-                       min_sim: float = MATCH_MIN, within: float = MATCH_WITHIN) -> list[list[str]]:
+                       min_sim: float = MATCH_MIN, within: float = MATCH_WITHIN, rule: str = "generic",
+                       generality: tuple[Tensor, Tensor] | None = None) -> list[list[str]]:
     """For each positive, the scene labels it stands for: those it names by the word rule, plus those it is close
     to in the text space. ``sim`` [P, L, 2]: cosine of each positive to each label phrase and to the label's head
     noun ("book" for "blue hardcover book": a class word such as "reading material" is nearer a bare noun than a
@@ -125,19 +131,43 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
     "mug handle" too), so a partial name, a synonym or a class word finds its objects and a
     word that is vaguely like everything ("tin": 0.3 to half the table) finds nothing rather than the wrong thing.
 
+    ``rule`` (:data:`MATCH_RULES`) decides whether a query may stand for several close labels:
+
+    - 'generic': only when it is a class word, i.e. at least as generic as its nearest label, genericity being the
+      cosine to the canonical phrases (object, things, stuff, texture): ``generality`` = (query [P], label [L]).
+      A more specific word is a synonym: it stands for its nearest label and what that label's head noun names
+      ("cola" is the soda can alone, though as near the bottle and the mug as "kitchenware" is to the mug and the
+      bowl). Both sides are cosines of the same encoder to the same phrases, so this test has no scale to calibrate.
+    - 'window': every close label (the rule before).
+    - 'zscore': the close labels whose similarity is also >= Z_MIN standard deviations above the mean over the
+      scene's labels (the relative structure: a label must stand out from the vocabulary).
+
     LERF-style: the query is compared with the scene's vocabulary first, the field is then asked for the query and
     the labels it stands for."""
+    if rule not in MATCH_RULES:
+        raise ConfigError(f"unknown vocabulary rule '{rule}': one of {', '.join(MATCH_RULES)}")
+    if rule == "generic" and generality is None:
+        raise ConfigError("the 'generic' vocabulary rule needs each phrase's similarity to the canonical phrases")
     out = []
     best_sim = sim.float().max(dim=-1).values  # [P, L]
+    cand = [j for j, lab in enumerate(labels) if words(lab) and " ".join(words(lab)) not in NEVER_MATCHED]
     for i, p in enumerate(positives):
-        cand = [j for j, lab in enumerate(labels) if words(lab) and " ".join(words(lab)) not in NEVER_MATCHED]
-        best = max((float(best_sim[i, j]) for j in cand), default=-1.0)
+        s = best_sim[i]
+        best_j = max(cand, key=lambda j: float(s[j]), default=None)
+        best = float(s[best_j]) if best_j is not None else -1.0
         floor = max(min_sim, best - within)
-        close = [lab for j, lab in enumerate(labels) if j in cand and float(best_sim[i, j]) >= floor]
+        close = [j for j in cand if float(s[j]) >= floor]
+        names = [labels[j] for j in close]
+        if rule == "generic" and close and float(generality[0][i]) < float(generality[1][best_j]):
+            names = [labels[best_j], head_noun(labels[best_j])]  # a synonym: its nearest label's kind
+        elif rule == "zscore" and len(cand) > 1:
+            c = s[cand]
+            z = {j: float((s[j] - c.mean()) / c.std().clamp_min(1e-6)) for j in close}
+            names = [labels[j] for j in close if z[j] >= Z_MIN]
         chosen = []
         for lab in labels:  # what the positive names, what it is close to, and what those name ("mug handle")
             name = " ".join(lab.replace("_", " ").split())
-            if any(names_same_thing(lab, x) for x in [p] + close) and name not in chosen:
+            if any(names_same_thing(lab, x) for x in [p] + names if x) and name not in chosen:
                 chosen.append(name)
         out.append(chosen)
     return out

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from ..query.selection import Selection
     from .session import ClientSession
 
-NEGATIVES = ("auto", "scene", "similar", "words", "canonical", "custom")  # see QueryEngine.resolve_query
+# see QueryEngine.resolve_query
+NEGATIVES = ("auto", "vocabulary-window", "vocabulary-z", "scene", "similar", "words", "canonical", "custom")
 HELP = ("**Click** the scene: point prompt. **Shift-drag**: box prompt. Results replace, add to or subtract from "
         "the selection (Combine).")
 
@@ -49,9 +50,11 @@ class ControlPanel:
                                                         "their relevancy")
             self.negatives = gui.add_dropdown("Negatives", NEGATIVES, initial_value="auto",
                                               hint="auto: the query also scores as the scene labels it names "
-                                                   "or is close to ('cup' as 'blue coffee mug'); the other labels + "
-                                                   "LERF's canonical ones are negatives. scene: without canonical; "
-                                                   "similar, words: older rules; or your own phrases")
+                                                   "or is close to ('cup' as 'blue coffee mug'; several only for a "
+                                                   "class word such as 'kitchenware'); the other labels + LERF's "
+                                                   "canonical ones are negatives. vocabulary-window, vocabulary-z: "
+                                                   "other matching rules; scene: without canonical; similar, words: "
+                                                   "older rules; or your own phrases")
             self.custom = gui.add_text("Custom negatives", "", visible=False, hint="phrases separated by ';'")
             self.negatives.on_update(lambda _: setattr(self.custom, "visible", self.negatives.value == "custom"))
             self.threshold = gui.add_slider("Threshold", min=0.0, max=1.0, step=0.01,

@@ -12,6 +12,7 @@ from featurefields.errors import ConfigError
 from featurefields.query.relevancy import (
     CANONICAL_NEGATIVES,
     MAX_QUERY_CHARS,
+    Z_MIN,
     QueryError,
     cosine_scores,
     head_noun,
@@ -228,11 +229,67 @@ def test_vocabulary_matches_need_a_close_and_clear_label():
     sim = torch.tensor([[[0.9, 0.9], [0.2, 0.2], [0.3, 0.59], [0.51, 0.4]],  # 'fruit': background is never an answer
                         [[0.2, 0.2], [0.2, 0.2], [0.42, 0.45], [0.44, 0.3]],  # 'food': two alike labels both match
                         [[0.1, 0.1], [0.1, 0.1], [0.3, 0.39], [0.2, 0.2]]])  # below MATCH_MIN: none
-    assert vocabulary_matches(["fruit", "food", "tin"], labels, sim) == [
+    assert vocabulary_matches(["fruit", "food", "tin"], labels, sim, rule="window") == [
         ["yellow banana", "orange toy ball"], ["yellow banana", "orange toy ball"], []]
-    assert vocabulary_matches(["fruit"], labels, sim[:1], within=0.05) == [["yellow banana"]]
+    assert vocabulary_matches(["fruit"], labels, sim[:1], within=0.05, rule="window") == [["yellow banana"]]
     # the word rule needs no similarity at all
-    assert vocabulary_matches(["banana"], labels, torch.zeros(1, 4, 2)) == [["yellow banana"]]
+    assert vocabulary_matches(["banana"], labels, torch.zeros(1, 4, 2), rule="window") == [["yellow banana"]]
+
+
+def test_only_a_word_more_generic_than_its_nearest_label_stands_for_several():
+    labels = ["table", "red soda can", "blue coffee mug", "green glass bottle"]
+    # 'cola' and 'drinks' are alike close to the can, the mug and the bottle (all within MATCH_WITHIN) ...
+    sim = torch.tensor([[[0.2, 0.2], [0.58, 0.3], [0.4, 0.52], [0.4, 0.52]],
+                        [[0.2, 0.2], [0.49, 0.3], [0.42, 0.56], [0.43, 0.55]]])
+    labels_generic = torch.tensor([0.43, 0.39, 0.40, 0.40])  # each label's cosine to the canonical phrases
+    window = vocabulary_matches(["cola", "drinks"], labels, sim, rule="window")
+    assert window == [labels[1:], labels[1:]]
+    # ... but 'cola' is farther from the canonical phrases than the can (more specific: a synonym, the can alone)
+    # and 'drinks' nearer than the mug (a class word: all three); swap the genericities and the answers swap
+    got = vocabulary_matches(["cola", "drinks"], labels, sim, generality=(torch.tensor([0.31, 0.45]), labels_generic))
+    assert got == [["red soda can"], labels[1:]]
+    got = vocabulary_matches(["cola", "drinks"], labels, sim, generality=(torch.tensor([0.45, 0.31]), labels_generic))
+    assert got == [labels[1:], ["blue coffee mug"]]
+    # a synonym stands for its nearest label's kind: every label its head noun names (both mugs, not the can)
+    mugs = ["red soda can", "blue coffee mug", "red coffee mug"]
+    s2 = torch.tensor([[[0.3, 0.35], [0.6, 0.71], [0.6, 0.70]]])
+    got = vocabulary_matches(["cup"], mugs, s2, generality=(torch.tensor([0.3]), torch.tensor([0.4, 0.4, 0.4])))
+    assert got == [["blue coffee mug", "red coffee mug"]]
+    with pytest.raises(ConfigError, match="canonical"):
+        vocabulary_matches(["cola"], labels, sim[:1])
+    with pytest.raises(ConfigError, match="unknown vocabulary rule"):
+        vocabulary_matches(["cola"], labels, sim[:1], rule="nearest")
+
+
+def test_the_zscore_rule_keeps_close_labels_that_stand_out_from_the_vocabulary():
+    labels = ["a", "b", "c", "d", "e", "f"]
+    # 'q': b and c are both close in absolute terms (>= 0.4, within 0.1), but c is barely above the rest
+    sim = torch.tensor([[0.3, 0.6, 0.55, 0.42, 0.42, 0.3]]).unsqueeze(-1).expand(1, 6, 2)
+    assert vocabulary_matches(["q"], labels, sim, rule="window") == [["b", "c"]]
+    z = (sim[0, :, 0] - sim[0, :, 0].mean()) / sim[0, :, 0].std()
+    assert z[1] >= Z_MIN > z[2]
+    assert vocabulary_matches(["q"], labels, sim, rule="zscore") == [["b"]]
+
+
+# axes: can, mug, bottle, generic (the canonical phrases)
+_DRINKS = {
+    "red soda can": [1, 0, 0, 0.5], "blue coffee mug": [0, 1, 0, 0.5], "green glass bottle": [0, 0, 1, 0.5],
+    "can": [1, 0, 0, 0.5], "mug": [0, 1, 0, 0.5], "bottle": [0, 0, 1, 0.5],
+    "cola": [0.62, 0.55, 0.55, 0.2],  # specific: less generic than any label
+    "drinks": [0.55, 0.55, 0.55, 0.6],  # generic: more than any label
+    **{c: [0, 0, 0, 1] for c in CANONICAL_NEGATIVES},
+}
+
+
+def test_resolve_query_tells_synonyms_from_class_words_by_the_canonical_phrases():
+    from featurefields.query.engine import QueryEngine
+
+    labels = ["red soda can", "blue coffee mug", "green glass bottle"]
+    eng = QueryEngine(_HandMadeField(_DRINKS, labels))
+    assert eng.resolve_query(["cola", "drinks"], "auto").stands_for == [["red soda can"], labels]
+    assert eng.resolve_query(["cola"], "vocabulary-window").stands_for == [labels]
+    t = eng.resolve_query(["cola"], "vocabulary")
+    assert t.negatives == ["blue coffee mug", "green glass bottle", *CANONICAL_NEGATIVES]
 
 
 def test_head_nouns_and_the_word_rule_for_phrases():
