@@ -5,6 +5,7 @@ The public API, in pipeline order: load a scene, pick teachers, train a field, r
 robots, the viewer, the query engine and camera localisation (``field.localize(image, K)``) all use;
 ``field.locate("mug")`` and ``field.grasps("mug", gripper=ff.PANDA)`` answer where a thing is and how to pick it up.
 """
+from . import allocator
 from .data import Cameras, SceneData, load_scene
 from .errors import ConfigError, DataError, FFError
 from .fields.base import FeatureField, PointQuery, SurfacePoints, View
@@ -21,6 +22,8 @@ from .teachers import available_teachers, make_teacher
 from .train.checkpoint import load_checkpoint
 from .train.config import TrainConfig
 from .train.trainer import Trainer
+
+allocator.tune()  # large tensors reused from the heap instead of page-faulted in at every step (allocator.py)
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from . import allocator
+
 SIMD_FLAGS = ("sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile")
 
 
@@ -86,6 +88,6 @@ def describe(threads: int | None = None) -> dict:
 
     d = {"cpu": cpu(), "load": load(), "torch": torch.__version__,
          "torch_threads": threads if threads is not None else torch.get_num_threads(), "native": native_build(),
-         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "allocator": allocator.tune()}
     d["nominal_peak_gflops"] = round(peak_flops(d["cpu"]["cores"], d["cpu"]) / 1e9, 1)
     return d

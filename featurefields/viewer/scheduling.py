@@ -135,7 +135,7 @@ class RenderLoop(threading.Thread):
     """The render thread of one browser. ``frame(moving)`` renders and sends one frame for the newest camera (at
     ``motion.scale(mode)`` while moving) and returns (mode, seconds, scale used), or None if there was nothing to
     render; ``clock`` knows when the camera last moved; ``tidy()`` runs after each frame, before the lock is
-    released (the viewer trims the heaps there, see :mod:`.heap`)."""
+    released (the viewer trims the heaps there, see :mod:`featurefields.allocator`)."""
 
     def __init__(self, name: str, frame: Callable[[bool], tuple[str, float, float] | None], clock: CameraClock,
                  lock: FairLock, budget: RenderBudget, motion: MotionScale, tidy: Callable[[], object] | None = None):

@@ -20,7 +20,7 @@ import torch
 from ..errors import ConfigError, FFError
 from ..fields.base import View
 from .camera import look_at_for_view, orbit_focus, scene_up, vertical_fov
-from .heap import HeapTrim
+from ..allocator import HeapTrim
 from .outputs import Outputs
 from .paint import Painter
 from .scheduling import FairLock
