@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..allocator import HeapTrim
 from ..errors import ConfigError, FFError
 from ..fields.base import View
 from .camera import look_at_for_view, orbit_focus, scene_up, vertical_fov
-from ..allocator import HeapTrim
 from .outputs import Outputs
 from .paint import Painter
 from .scheduling import FairLock
