@@ -71,6 +71,13 @@ class TrainConfig:
     feature_moves_geometry: bool = False
     optimize_cameras: bool = False  # learn a per-frame SE(3) correction of every training pose
     camera_regularizer: float = 1e-3  # weight of |rotation (rad)|^2 + |translation / extent|^2 per frame
+    camera_warmup: int = 0  # steps before the poses move (the Gaussians first settle on a rough scene)
+    camera_ramp: int = 0  # then the poses' step size rises linearly over this many steps
+    camera_pivot: bool = True  # rotations turn about a point at the frame's depth (train/cameras.py)
+    camera_optimizer: str = "scaled"  # scaled | adam (train/cameras.py)
+    camera_diffuse: bool = False
+    camera_gauge_scale: bool = True
+    camera_fix_gauge: bool = True  # take the rigid motion common to all corrections out after every step
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)
     # bookkeeping
@@ -92,6 +99,7 @@ class TrainConfig:
         for name, lo, hi in (("iterations", 1, big), ("init_points", 1, big), ("eval_every", 0, 1_000_000),
                              ("stride", 1, 1_000_000), ("sh_degree", 0, 3), ("sh_degree_every", 1, big),
                              ("decoder_hidden", 0, 4096), ("feature_samples", 0, big), ("save_every", 0, big),
+                             ("camera_warmup", 0, big), ("camera_ramp", 0, big),
                              ("seed", 0, 2**63 - 1)):
             setattr(self, name, integer(getattr(self, name), _flag(name), lo=lo, hi=hi))
         for name, lo, hi in (("latent_dim", 0, 1024), ("feature_view_degree", 0, 3), ("max_size", 1, MAX_IMAGE_SIDE)):
