@@ -153,11 +153,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
-        d["lr"] = LearningRates(**d.get("lr", {}))
-        d["density"] = DensityConfig(**d.get("density", {}))
+        d["lr"] = _known(LearningRates, d.get("lr", {}))  # settings of older versions are dropped
+        d["density"] = _known(DensityConfig, d.get("density", {}))
         d["background"] = tuple(d.get("background", (1.0, 1.0, 1.0)))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _known(cls, d: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _flag(name: str) -> str:

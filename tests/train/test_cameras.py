@@ -153,3 +153,13 @@ def test_optimized_cameras_are_saved_and_used_later(tiny_tabletop, tmp_path):  #
 
     with pytest.raises(ConfigError, match="--optimize-cameras"):
         Trainer(small_config(scene, out, iterations=60), resume=True)
+
+
+def test_configs_with_the_former_camera_step_sizes_still_load():
+    """Checkpoints from before the Gauss-Newton steps record lr.camera_rotation / camera_translation."""
+    from featurefields.train.config import TrainConfig
+
+    d = TrainConfig(optimize_cameras=True).to_dict()
+    d["lr"].update(camera_rotation=5e-3, camera_translation=5e-3)
+    cfg = TrainConfig.from_dict(d)
+    assert cfg.optimize_cameras and cfg.lr.means == TrainConfig().lr.means
