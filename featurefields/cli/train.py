@@ -114,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize-cameras", action="store_true",
                    help="refine every training pose with a learned SE(3) correction (from the rasteriser's pose "
                         "gradients); the corrected poses are saved with the checkpoint and used by every later tool")
-    p.add_argument("--camera-lr", type=arg(number, lo=0, lo_open=True, hi=10), default=d.lr.camera_rotation,
-                   help="--optimize-cameras: step size, radians per step for rotations and times the scene extent "
-                        "for translations; decays 100x over the run (default %(default)s)")
+    p.add_argument("--camera-warmup", type=arg(integer, lo=0), default=d.camera_warmup, metavar="STEPS",
+                   help="--optimize-cameras: training steps before the poses start to move, while the Gaussians "
+                        "settle on a rough scene (at most a tenth of --iterations; default %(default)s)")
     p.add_argument("--camera-regularizer", type=float, default=d.camera_regularizer,
                    help="--optimize-cameras: weight pulling corrections to zero (default %(default)s)")
     p.add_argument("--sh-degree", type=int, default=d.sh_degree, choices=[0, 1, 2, 3])
@@ -204,12 +204,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       depth_scale=args.depth_scale, intrinsics=args.intrinsics,
                       scale_from_depth=args.scale_from_depth, known_distance=args.known_distance,
                       optimize_cameras=args.optimize_cameras, camera_regularizer=args.camera_regularizer,
+                      camera_warmup=args.camera_warmup,
                       sh_degree=args.sh_degree, init=args.init,
                       init_points=args.init_points, background=parse_background(args.background),
                       cache_dir=args.cache_dir, device=args.device, backend=args.backend, seed=args.seed,
                       save_every=args.save_every, allow_outside_scene=args.allow_outside_scene,
                       progress=not args.no_progress)
-    cfg.lr.camera_rotation = cfg.lr.camera_translation = args.camera_lr
     cfg.validate()  # every option checked before the scene is loaded
     cfg.density.refine_stop = min(cfg.density.refine_stop, int(0.6 * cfg.iterations))
     return cfg

@@ -21,6 +21,7 @@ MATCHERS = ("auto", "exhaustive", "sequential")
 EXHAUSTIVE_MAX = 300  # images; above this, exhaustive matching (n^2 pairs) is too slow on a CPU
 FEATURE_MIN_SIDE = 600  # upsample for SIFT until the longest side reaches this (at most 4x)
 EXTRACT_CHUNK = 8  # images per feature-extraction call (the progress bar's step)
+MAPPING_ATTEMPTS = 3  # incremental mappings from different random draws while images are left out
 
 
 @dataclass
@@ -124,32 +125,49 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, opts: SfmOptions, *, 
     seconds["matching"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    mapping = pycolmap.IncrementalPipelineOptions()
-    mapping.multiple_models = False  # one model of as many images as possible, not fragments
-    mapping.random_seed = opts.seed
-    mapping.ba_refine_principal_point = False
     bar = tqdm(total=len(names), desc="mapping (registered)", unit="img", disable=not opts.progress,
                dynamic_ncols=True)
-    sparse = work / "sparse"
+    recon = None
+    try:
+        # The mapper's RANSAC draws depend on the seed, and an unlucky initial pair can end the model after two
+        # images (measured on the bundled scene: seed 1 registered 2 of 48, seed 0 all 48). A model that leaves
+        # images out is tried again from other draws (MAPPING_ATTEMPTS in all), and the largest is kept.
+        for attempt in range(MAPPING_ATTEMPTS):
+            bar.reset()
+            model = _map_once(pycolmap, db, feat_dir, work / f"sparse{attempt}", opts.seed + 1009 * attempt,
+                              bar)
+            if model is not None and (recon is None or model.num_reg_images() > recon.num_reg_images()):
+                recon = model
+            if recon is not None and recon.num_reg_images() == len(names):
+                break
+    finally:
+        bar.close()
+    seconds["mapping"] = time.perf_counter() - t2
+    if recon is None:
+        raise DataError(f"{image_dir}: COLMAP could not register any image pair (too few matching features: "
+                        "textureless, blurry or unrelated images?)")
+    if up > 1:
+        _rescale(recon, 1.0 / up, {str(Path(n).with_suffix(".png")): n for n in names})
+    shutil.rmtree(feat_dir) if feat_dir != image_dir else None
+    return SfmResult(recon, len(names), recon.num_reg_images(), float(recon.compute_mean_reprojection_error()),
+                     matcher, up, seconds)
+
+
+def _map_once(pycolmap, db: Path, feat_dir: Path, sparse: Path, seed: int, bar):
+    """One incremental mapping from the matches in ``db``: its largest model, or None."""
+    pycolmap.set_random_seed(seed)
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.multiple_models = False  # one model of as many images as possible, not fragments
+    mapping.random_seed = seed
+    mapping.ba_refine_principal_point = False
     sparse.mkdir(exist_ok=True)
     try:
         models = pycolmap.incremental_mapping(str(db), str(feat_dir), str(sparse), options=mapping,
                                               initial_image_pair_callback=lambda: bar.update(2),
                                               next_image_callback=lambda: bar.update(1))
     except (ValueError, RuntimeError) as e:
-        raise DataError(f"{image_dir}: incremental mapping failed ({' '.join(str(e).split())})") from None
-    finally:
-        bar.close()
-    seconds["mapping"] = time.perf_counter() - t2
-    if not models:
-        raise DataError(f"{image_dir}: COLMAP could not register any image pair (too few matching features: "
-                        "textureless, blurry or unrelated images?)")
-    recon = max(models.values(), key=lambda r: r.num_reg_images())
-    if up > 1:
-        _rescale(recon, 1.0 / up, {str(Path(n).with_suffix(".png")): n for n in names})
-    shutil.rmtree(feat_dir) if feat_dir != image_dir else None
-    return SfmResult(recon, len(names), recon.num_reg_images(), float(recon.compute_mean_reprojection_error()),
-                     matcher, up, seconds)
+        raise DataError(f"{feat_dir}: incremental mapping failed ({' '.join(str(e).split())})") from None
+    return max(models.values(), key=lambda r: r.num_reg_images()) if models else None
 
 
 def _rescale(recon, scale: float, rename: dict[str, str]) -> None:

@@ -20,8 +20,6 @@ class LearningRates:
     features: float = 5e-3
     features_view: float = 5e-3
     decoder: float = 2e-3
-    camera_rotation: float = 5e-3  # radians per step (Adam), --optimize-cameras; decays 100x over the run
-    camera_translation: float = 5e-3  # times the scene extent, per step; decays likewise
 
 
 DEFAULT_DEPTH_WEIGHT = 2.0  # measured on the demo: places concave, uniformly coloured surfaces to within ~1 cm
@@ -71,6 +69,8 @@ class TrainConfig:
     feature_moves_geometry: bool = False
     optimize_cameras: bool = False  # learn a per-frame SE(3) correction of every training pose
     camera_regularizer: float = 1e-3  # weight of |rotation (rad)|^2 + |translation / extent|^2 per frame
+    camera_warmup: int = 50  # steps before the poses move (at most a tenth of the run): a rough scene first
+    camera_fix_gauge: bool = True  # take the similarity common to all corrections out after every pose step
     lr: LearningRates = field(default_factory=LearningRates)
     density: DensityConfig = field(default_factory=DensityConfig)
     # bookkeeping
@@ -92,6 +92,7 @@ class TrainConfig:
         for name, lo, hi in (("iterations", 1, big), ("init_points", 1, big), ("eval_every", 0, 1_000_000),
                              ("stride", 1, 1_000_000), ("sh_degree", 0, 3), ("sh_degree_every", 1, big),
                              ("decoder_hidden", 0, 4096), ("feature_samples", 0, big), ("save_every", 0, big),
+                             ("camera_warmup", 0, big),
                              ("seed", 0, 2**63 - 1)):
             setattr(self, name, integer(getattr(self, name), _flag(name), lo=lo, hi=hi))
         for name, lo, hi in (("latent_dim", 0, 1024), ("feature_view_degree", 0, 3), ("max_size", 1, MAX_IMAGE_SIDE)):
@@ -152,11 +153,16 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
-        d["lr"] = LearningRates(**d.get("lr", {}))
-        d["density"] = DensityConfig(**d.get("density", {}))
+        d["lr"] = _known(LearningRates, d.get("lr", {}))  # settings of older versions are dropped
+        d["density"] = _known(DensityConfig, d.get("density", {}))
         d["background"] = tuple(d.get("background", (1.0, 1.0, 1.0)))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _known(cls, d: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _flag(name: str) -> str:

@@ -34,7 +34,7 @@ from ..teachers import (FeatureCache, Teacher, TeacherOutput, extract_features, 
 from ..teachers.segments import segment_ids
 from ..threads import ThreadGovernor
 from ..viz import FeaturePCA, colormap, labelled_row, segment_colors, stack_rows, to_uint8
-from .cameras import CameraCorrections, decayed_lr
+from .cameras import CameraCorrections
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DEFAULT_DEPTH_WEIGHT, TrainConfig
 from .balance import FeatureCodes, balanced_sample
@@ -130,7 +130,7 @@ class Trainer:
             self.field = self._init_field(teachers).to(self.device)
         self.optimizer = self._make_optimizer()
         self.density = DensityController(cfg.density, self.extent)
-        self.cameras, self.camera_optimizer = self._camera_corrections(resume_state)
+        self.cameras = self._camera_corrections(resume_state)
         if resume_state is not None:
             fused = [g.get("fused") for g in self.optimizer.param_groups]
             try:
@@ -282,28 +282,39 @@ class Trainer:
         except (RuntimeError, TypeError):
             return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
-    def _camera_corrections(self, resume_state: dict | None):
-        """(corrections, their optimiser), or (None, None) without --optimize-cameras."""
+    def _camera_corrections(self, resume_state: dict | None) -> CameraCorrections | None:
+        """The per-frame pose corrections, or None without --optimize-cameras."""
         saved = (resume_state or {}).get("cameras", {})
         if not self.cfg.optimize_cameras:
             if saved.get("optimized"):
                 raise ConfigError(f"{self.out / CHECKPOINT} was trained with --optimize-cameras; pass it again to "
                                   "resume (its corrections would otherwise be dropped)")
-            return None, None
+            return None
         if saved.get("corrections"):
             cams = CameraCorrections.from_state(saved["corrections"])
             if cams.n_frames != len(self.scene) or cams.frames != list(self.scene.train_idx):
                 raise ConfigError(f"{self.out / CHECKPOINT}: its camera corrections are for another set of frames")
         else:
             cams = CameraCorrections(len(self.scene), self.scene.train_idx)
-        cams = cams.to(self.device)
-        lr = self.cfg.lr
-        opt = torch.optim.Adam(cams.param_groups(lr.camera_rotation, lr.camera_translation * self.extent), lr=0.0,
-                               eps=1e-15)
-        if saved.get("optimizer"):
-            opt.load_state_dict(saved["optimizer"])
+        cams = cams.to(self.device).requires_grad_(False)  # Gauss-Newton steps of their own, not the loss's gradient
         print(f"cameras: refining {len(cams.frames)} training poses (--optimize-cameras)")
-        return cams, opt
+        return cams
+
+    def _refine_pose(self, i: int, gt: Tensor, step: int) -> None:
+        """A Gauss-Newton step of frame i's correction against the field as it is now (train/cameras.py)."""
+        s, cfg = self.scene, self.cfg
+        sh = min(cfg.sh_degree, step // max(cfg.sh_degree_every, 1))
+
+        def render(c2w: Tensor):
+            out = render_field(self.field, c2w, s.cameras.K[i].to(self.device), s.width, s.height,
+                               background=self.background, sh_degree=sh, with_features=False,
+                               backend=self.backend)
+            return out.rgb, out.depth, out.alpha
+
+        depth = s.depths[i].to(self.device) if s.depths is not None else None
+        mask = s.masks[i].to(self.device) if s.masks is not None else None
+        self.cameras.gauss_newton(i, s.cameras.c2w[i].to(self.device), render, gt, depth, self.depth_weight,
+                                  self.extent, cfg.camera_regularizer, mask=mask)
 
     def camera_to_world(self, i: int) -> Tensor:
         """Frame i's pose as trained: the given one, corrected for training frames under --optimize-cameras."""
@@ -383,8 +394,6 @@ class Trainer:
             f_loss = self.feature_term(out, t, i, self.sample_gen)
             loss = loss + cfg.teacher_weights.get(t.teacher.name, 1.0) * f_loss
             stats[f"f_{t.teacher.name}"] = float(f_loss.detach())
-        if self.cameras is not None:
-            loss = loss + cfg.camera_regularizer * self.cameras.regularizer(i, self.extent)
         loss.backward()
         self.density.observe(out.means2d, out.radii, s.width, s.height)
         for g in self.optimizer.param_groups:
@@ -392,11 +401,10 @@ class Trainer:
                 g["lr"] = self._means_lr(step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.camera_optimizer is not None:
-            for g in self.camera_optimizer.param_groups:
-                g["lr"] = decayed_lr(g["base_lr"], step, cfg.iterations)
-            self.camera_optimizer.step()
-            self.camera_optimizer.zero_grad(set_to_none=True)
+        if self.cameras is not None and step >= min(cfg.camera_warmup, cfg.iterations // 10) and self.cameras.due(i):
+            self._refine_pose(i, gt, step)  # against the field just updated
+            if cfg.camera_fix_gauge:
+                self.cameras.remove_common_motion(s.cameras.c2w, self.extent)
         self.density.step(step + 1, self.field, self.optimizer)
         stats["loss"] = float(loss.detach())
         return stats
@@ -462,7 +470,6 @@ class Trainer:
         if self.cameras is not None:
             c2w = self.cameras.corrected(c2w.to(self.device)).cpu()
             rec["corrections"] = self.cameras.state()
-            rec["optimizer"] = self.camera_optimizer.state_dict()
         rec["c2w"] = c2w.tolist()
         return rec
 
