@@ -134,8 +134,8 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, opts: SfmOptions, *, 
         # images out is tried again from other draws (MAPPING_ATTEMPTS in all), and the largest is kept.
         for attempt in range(MAPPING_ATTEMPTS):
             bar.reset()
-            model = _map_once(pycolmap, db, feat_dir, work / f"sparse{attempt}", opts.seed + 1009 * attempt,
-                              bar)
+            model = _map_once(pycolmap, image_dir, db, feat_dir, work / f"sparse{attempt}",
+                              opts.seed + 1009 * attempt, bar)
             if model is not None and (recon is None or model.num_reg_images() > recon.num_reg_images()):
                 recon = model
             if recon is not None and recon.num_reg_images() == len(names):
@@ -153,8 +153,9 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, opts: SfmOptions, *, 
                      matcher, up, seconds)
 
 
-def _map_once(pycolmap, db: Path, feat_dir: Path, sparse: Path, seed: int, bar):
-    """One incremental mapping from the matches in ``db``: its largest model, or None."""
+def _map_once(pycolmap, image_dir: Path, db: Path, feat_dir: Path, sparse: Path, seed: int, bar):
+    """One incremental mapping from the matches in ``db``: its largest model, or None. (``image_dir``: the
+    user's folder, for the error; ``feat_dir`` may be an upsampled copy of it.)"""
     pycolmap.set_random_seed(seed)
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.multiple_models = False  # one model of as many images as possible, not fragments
@@ -166,7 +167,7 @@ def _map_once(pycolmap, db: Path, feat_dir: Path, sparse: Path, seed: int, bar):
                                               initial_image_pair_callback=lambda: bar.update(2),
                                               next_image_callback=lambda: bar.update(1))
     except (ValueError, RuntimeError) as e:
-        raise DataError(f"{feat_dir}: incremental mapping failed ({' '.join(str(e).split())})") from None
+        raise DataError(f"{image_dir}: incremental mapping failed ({' '.join(str(e).split())})") from None
     return max(models.values(), key=lambda r: r.num_reg_images()) if models else None
 
 

@@ -156,11 +156,11 @@ class TrainConfig:
         d["lr"] = _known(LearningRates, d.get("lr", {}))  # settings of older versions are dropped
         d["density"] = _known(DensityConfig, d.get("density", {}))
         d["background"] = tuple(d.get("background", (1.0, 1.0, 1.0)))
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return _known(cls, d)
 
 
 def _known(cls, d: dict):
+    """``cls(**d)`` without the keys ``cls`` does not have (settings of other versions)."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
 
