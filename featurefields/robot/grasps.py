@@ -137,6 +137,10 @@ def _grasps_of(loc: Located, inst: int, text: str, grip: ParallelJaw, prefer: Te
     if len(pairs) == 0:
         return [], f"instance {inst}: no antipodal contact pair within the friction cone fits the " \
                    f"{grip.max_width * 100:.1f} cm opening"
+    pairs = pairs[_fits_between_fingers(pairs, pts, grip)]
+    if len(pairs) == 0:
+        return [], f"instance {inst}: no antipodal pair leaves the surface between the open fingers (at most " \
+                   f"{grip.max_width * 100:.1f} cm apart)"
     centroid = loc.centroid.double().numpy()
     scale = float(np.linalg.norm(pts - centroid, axis=1).max())
     pairs = _most_promising(pairs, pts, nrm, centroid, MAX_QUALITY_PAIRS)
@@ -230,6 +234,34 @@ def antipodal_pairs(pts: np.ndarray, nrm: np.ndarray, mu: float, max_width: floa
     line = line / np.maximum(length[:, None], 1e-12)
     ok &= ((line * -nrm[i_idx]).sum(1) >= math.cos(cone)) & ((-line * -nrm[j_idx]).sum(1) >= math.cos(cone))
     return np.unique(np.stack([i_idx[ok], j_idx[ok]], 1).astype(np.int64).reshape(-1, 2), axis=0)
+
+
+def _fits_between_fingers(pairs: np.ndarray, pts: np.ndarray, grip: ParallelJaw) -> np.ndarray:
+    """[K] bool: whether the instance's own surface around each pair's closing line lies between the fingers
+    opened for that pair, for every approach angle: no surface point within reach of a finger's face (half its
+    width across, its tip's depth along any approach: a cylinder about the line) may lie between the inner and
+    outer faces of either finger. A chord across a mug's body 6.8 cm long passes the friction test, but the body
+    bulges to 8.2 cm just past it, into fingers opened to 8 cm: no approach angle saves it, and such central pairs
+    would crowd the ones that fit (the rim, the handle) out of the pairs whose quality and collisions are
+    computed (MAX_QUALITY_PAIRS)."""
+    from scipy.spatial import cKDTree
+
+    if len(pairs) == 0:
+        return np.zeros(0, bool)
+    p1, p2 = pts[pairs[:, 0]], pts[pairs[:, 1]]
+    mid, width = (p1 + p2) / 2, np.linalg.norm(p2 - p1, axis=1)
+    x = (p2 - p1) / width[:, None]  # [K, 3] closing directions
+    inner = grip.opening_for_all(width) / 2  # [K] the fingers' inner faces, from the grasp centre
+    outer = inner + grip.finger_thickness
+    rho = math.hypot(grip.finger_width / 2, grip.tip_depth)
+    tree = cKDTree(pts)
+    ok = np.ones(len(pairs), bool)
+    for k, near in enumerate(tree.query_ball_point(mid, r=outer + rho)):
+        d = pts[near] - mid[k]  # [M, 3] surface around the grasp centre
+        t = d @ x[k]
+        perp = np.linalg.norm(d - t[:, None] * x[k], axis=1)
+        ok[k] = not bool(np.any((perp <= rho) & (np.abs(t) >= inner[k]) & (np.abs(t) <= outer[k])))
+    return ok
 
 
 def _most_promising(pairs: np.ndarray, pts: np.ndarray, nrm: np.ndarray, centroid: np.ndarray, n: int

@@ -53,6 +53,10 @@ class ParallelJaw:
         """The opening to approach an object ``width`` wide with: width plus clearance, at most max_width."""
         return min(self.max_width, width + 2 * self.clearance)
 
+    def opening_for_all(self, widths: np.ndarray) -> np.ndarray:
+        """:meth:`opening_for` of many widths [K] at once."""
+        return np.minimum(self.max_width, np.asarray(widths, float) + 2 * self.clearance)
+
     def boxes(self, opening: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """(name, centre [3], extent [3]) of the collision boxes in the grasp frame, fingers ``opening`` apart."""
         z_tip = self.tip_depth

@@ -35,8 +35,9 @@ DEFAULT_MAX_VIEWS = 10  # training views fused per instance: the ones that see i
 MARGIN = 0.02  # metres around an instance's elements fused finely (its surface may lie a little outside them)
 CONTEXT = 0.12  # metres of surroundings fused around an instance (a gripper's reach around it)
 TOUCHES = 0.007  # metres: an instance whose surface comes this close to a plane under it stands on it
-RESTS_ON = 0.015  # metres: ... and one whose elements come this close does if the plane under its centre is hidden
 UNDER_CENTRE = 0.01  # metres: "right under its centre"
+SUPPORT_ABOVE = 0.015  # metres: the support plane may lie this far above an instance's (robust) bottom
+MAX_HIDDEN_BAND = 0.03  # metres: at most this much of an object's bottom is taken as unseen (and the plane looked for)
 SUPPORT_CLIP = 0.003  # metres: points this far below the support of what stands on it are artefacts
 ON_PLANE = 0.004  # metres: up-facing points this close to the support are the support
 
@@ -147,7 +148,7 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[Vie
     if int(mine.sum()) < 10:
         return None
     pts, nrm = fine.points[mine], fine.normals[mine]
-    on = _on_support(pts, nrm, body, surr, up, voxel)
+    on = _on_support(pts, nrm, body, surr, up, voxel, _median_elevation(best, pts.mean(0), up))
     if on is None:
         return None
     pts, nrm, support, fill = on
@@ -161,13 +162,15 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[Vie
                    timings={"fuse_s": t_fuse, "instance_s": time.perf_counter() - t0})
 
 
-def _on_support(pts: Tensor, nrm: Tensor, body: Tensor, surr: SurfacePoints, up: Tensor, voxel: float):
+def _on_support(pts: Tensor, nrm: Tensor, body: Tensor, surr: SurfacePoints, up: Tensor, voxel: float,
+                elevation: float):
     """The plane an instance stands on and its unseen footprint there: (points, normals, support or None, fill
-    [F, 3]), the points cleaned of what belongs to the plane; None if nothing of the instance is left."""
+    [F, 3]), the points cleaned of what belongs to the plane; None if nothing of the instance is left.
+    ``elevation``: radians, how high above the horizon the fusing views typically look at it (see _rests_on)."""
     spacing = max(voxel, CONTEXT_VOXEL)
     others = _away_from(surr.points, pts, 2 * spacing)
     bottom = float(torch.quantile(pts @ up, 0.05))  # robust: a few artefacts may lie below the support
-    support = fit_support_plane(surr.points[others], surr.normals[others], up, below=bottom + RESTS_ON)
+    support = fit_support_plane(surr.points[others], surr.normals[others], up, below=bottom + SUPPORT_ABOVE)
     if support is None:
         return pts, nrm, None, pts.new_zeros(0, 3)
     # nothing of an object standing on a plane is visible below it: what fused there is an artefact (the
@@ -182,7 +185,7 @@ def _on_support(pts: Tensor, nrm: Tensor, body: Tensor, surr: SurfacePoints, up:
     hidden = footprint_fill(pts, support, voxel)
     if bool(others.any()):
         hidden = hidden[_away_from(hidden, surr.points[others], 1.5 * spacing)]
-    if not _rests_on(support, pts, body, hidden):
+    if not _rests_on(support, pts, body, hidden, elevation):
         return pts, nrm, None, pts.new_zeros(0, 3)
     return pts, nrm, support, hidden  # the unseen underside: the part of its footprint no view sees
 
@@ -216,11 +219,13 @@ def _best_views(views: list[View], target: Tensor, k: int) -> list[View]:
     return [v for _, v, _ in picked]
 
 
-def _rests_on(plane: Plane, pts: Tensor, body: Tensor, hidden: Tensor) -> bool:
-    """Whether an instance stands on ``plane``. It does if its surface or its elements come within TOUCHES of it;
-    or if its elements (which reach into what no camera sees, such as a ball's underside) come within RESTS_ON
-    and the plane right under its centre is hidden (``hidden``: the footprint points no view sees). A mug's
-    handle, 1.8 cm above the table, or a bottle's neck do not stand on the table."""
+def _rests_on(plane: Plane, pts: Tensor, body: Tensor, hidden: Tensor, elevation: float) -> bool:
+    """Whether an instance stands on ``plane``. It does if its surface or its elements come within TOUCHES of it.
+    It also does if the plane right under its centre is hidden (``hidden``: the footprint points no view sees) and
+    its lowest seen surface lies within the band that cameras looking down at ``elevation`` cannot see on a convex
+    object of its footprint radius R resting there: R (1 - cos elevation), the part of a ball below where the
+    views' lines of sight graze it (a 12.6 cm ball seen from 44 degrees: 1.8 cm). A mug's handle (R ~1.2 cm, its
+    tube 1.5-1.8 cm above the table: band 0.3 cm) or a bottle's neck do not stand on the table."""
     def low(x: Tensor) -> float:
         d = plane.distance(x)
         d = d[d > -SUPPORT_CLIP]
@@ -228,10 +233,30 @@ def _rests_on(plane: Plane, pts: Tensor, body: Tensor, hidden: Tensor) -> bool:
 
     if min(low(pts), low(body)) <= TOUCHES:
         return True
-    if low(body) > RESTS_ON or len(hidden) == 0:
+    if len(hidden) == 0:
+        return False
+    band = min(_footprint_radius(plane, pts) * (1 - math.cos(elevation)), MAX_HIDDEN_BAND)
+    if min(low(pts), low(body)) > band:
         return False
     centre = plane.project(pts.mean(0, keepdim=True))
     return float((hidden - centre).norm(dim=-1).min()) <= UNDER_CENTRE
+
+
+def _footprint_radius(plane: Plane, pts: Tensor) -> float:
+    """Radius of the disc with the area of the points' footprint on the plane (their convex hull, projected)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    basis = torch.linalg.svd(torch.eye(3) - torch.outer(plane.normal, plane.normal))[0][:, :2]  # [3, 2] in-plane
+    try:
+        return math.sqrt(ConvexHull((pts @ basis).double().numpy()).volume / math.pi)
+    except (QhullError, ValueError):
+        return 0.0
+
+
+def _median_elevation(views: list[View], target: Tensor, up: Tensor) -> float:
+    """Radians: the median angle above the horizon (the plane normal to ``up``) at which ``views`` see ``target``."""
+    to = torch.stack([v.c2w[:3, 3].float().cpu() for v in views]) - target.float()  # [V, 3]
+    return float(torch.asin((to @ up.float() / to.norm(dim=1).clamp_min(1e-9)).clamp(-1, 1)).median())
 
 
 def _unseen_hull(pts: Tensor, fill: Tensor, renders: list, voxel: float) -> Tensor:
