@@ -108,3 +108,51 @@ def test_force_closure_of_antipodal_and_one_sided_contacts():
     assert ferrari_canny(skew, inward, centroid, 1.2, 0.05) > 0.0  # ... unless friction covers the angle
     # lower friction, lower quality
     assert ferrari_canny(pts, inward, centroid, 0.4, 0.05) < eps
+
+
+def _cylinder(radius: float, height: float, n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Points [n, 3] and outward normals of an upright cylinder's side, axis along z through the origin."""
+    rng = np.random.default_rng(seed)
+    a, z = rng.uniform(0, 2 * np.pi, n), rng.uniform(0, height, n)
+    nrm = np.stack([np.cos(a), np.sin(a), np.zeros(n)], 1)
+    return nrm * radius + np.stack([np.zeros(n), np.zeros(n), z], 1), nrm
+
+
+def test_pairs_whose_surface_would_be_inside_the_fingers_are_dropped():
+    from featurefields.robot.grasps import _fits_between_fingers
+
+    outer, _ = _cylinder(0.041, 0.09)  # a mug's body: 8.2 cm across (the Panda opens 8 cm), a 4 mm wall
+    inner, _ = _cylinder(0.037, 0.09, seed=1)
+    half = math.sqrt(0.041 ** 2 - 0.0227 ** 2)
+    contacts = np.array([[0.0227, -half, 0.045], [0.0227, half, 0.045],  # a chord 6.8 cm long, 2.3 cm off-axis
+                         [0.041, 0.0, 0.06], [0.037, 0.0, 0.06]])  # a pinch across the wall
+    pts = np.concatenate([contacts, outer, inner])
+    ok = _fits_between_fingers(np.array([[0, 1], [2, 3]]), pts, PANDA)
+    assert not ok[0]  # the body bulges past the chord's ends into the fingers
+    assert ok[1]
+    can, _ = _cylinder(0.0315, 0.12)  # a 6.3 cm can: every chord fits
+    half = 0.0315
+    ends = np.array([[0.0, -half, 0.06], [0.0, half, 0.06]])
+    across = np.array([[int(np.argmin(np.linalg.norm(can - e, axis=1))) for e in ends]])
+    assert _fits_between_fingers(across, can, PANDA).all()
+
+
+def test_an_object_rests_on_a_plane_when_only_its_unseen_band_is_missing():
+    from featurefields.robot.locate import _rests_on
+
+    table = Plane(torch.tensor([0.0, 0.0, 1.0]), 0.0)
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(6000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    ball = torch.from_numpy(d * 0.063 + [0, 0, 0.063]).float()  # a 12.6 cm ball standing on the table
+    seen = ball[ball[:, 2] > 0.0127]  # cameras 40-45 degrees up see down to about 1.3 cm above the table
+    hidden = torch.tensor([[0.0, 0.0, 0.0], [0.004, 0.0, 0.0]])  # the table right under it is hidden
+    assert _rests_on(table, seen, seen, hidden, math.radians(42))
+    assert not _rests_on(table, seen, seen, hidden, math.radians(15))  # from that low it would have been seen
+    assert not _rests_on(table, seen, seen, torch.zeros(0, 3), math.radians(42))  # nothing hidden under it
+    # a mug's handle: a 1.1 cm tube 1.5 cm above the table, hidden table under it, is held by the mug, not the table
+    a = torch.linspace(-math.pi / 2, math.pi / 2, 200)
+    handle = torch.stack([0.028 * torch.cos(a), torch.zeros_like(a), 0.043 + 0.022 * torch.sin(a)], 1)
+    assert float(handle[:, 2].min()) > 0.015
+    assert not _rests_on(table, handle, handle, torch.tensor([[0.014, 0.0, 0.0]]), math.radians(42))
+    assert _rests_on(table, handle - torch.tensor([0, 0, 0.019]), handle, hidden, math.radians(42))  # touching
