@@ -51,9 +51,9 @@ class ParallelJaw:
 
     def opening_for(self, width: float) -> float:
         """The opening to approach an object ``width`` wide with: width plus clearance, at most max_width."""
-        return min(self.max_width, width + 2 * self.clearance)
+        return float(self.opening_for_all(width))
 
-    def opening_for_all(self, widths: np.ndarray) -> np.ndarray:
+    def opening_for_all(self, widths) -> np.ndarray:
         """:meth:`opening_for` of many widths [K] at once."""
         return np.minimum(self.max_width, np.asarray(widths, float) + 2 * self.clearance)
 
