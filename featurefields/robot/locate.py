@@ -38,6 +38,8 @@ TOUCHES = 0.007  # metres: an instance whose surface comes this close to a plane
 UNDER_CENTRE = 0.01  # metres: "right under its centre"
 SUPPORT_ABOVE = 0.015  # metres: the support plane may lie this far above an instance's (robust) bottom
 MAX_HIDDEN_BAND = 0.03  # metres: at most this much of an object's bottom is taken as unseen (and the plane looked for)
+SURFACE_LINK = 3.0  # voxels: fused surface points this close are one piece of surface
+SURFACE_PIECE = 0.1  # a piece of relevant surface smaller than this share of the biggest is not the instance's
 SUPPORT_CLIP = 0.003  # metres: points this far below the support of what stands on it are artefacts
 ON_PLANE = 0.004  # metres: up-facing points this close to the support are the support
 
@@ -148,6 +150,8 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[Vie
     if int(mine.sum()) < 10:
         return None
     pts, nrm = fine.points[mine], fine.normals[mine]
+    whole = _main_pieces(pts, fine.voxel)
+    pts, nrm = pts[whole], nrm[whole]
     on = _on_support(pts, nrm, body, surr, up, voxel, _median_elevation(best, pts.mean(0), up))
     if on is None:
         return None
@@ -160,6 +164,16 @@ def _one_instance(field, text, members: Tensor, pos: Tensor, view_list: list[Vie
     return Located(query=text, points=pts, normals=nrm, centroid=completed.mean(0), box=box,
                    score=float(rel[mine].mean()), selection=Selection(sel), support=support, surroundings=surr,
                    timings={"fuse_s": t_fuse, "instance_s": time.perf_counter() - t0})
+
+
+def _main_pieces(points: Tensor, voxel: float) -> Tensor:
+    """[P] bool: the fused points [P, 3] on the instance's own pieces of surface. A few relevant elements far from
+    the object (on a neighbour's side, under the table: seen by no view, their features never trained) join its
+    elements' graph and pull relevant surface of theirs into the instance; that surface lies apart from the
+    object's (fused points come ``voxel`` apart, so a gap of a few voxels separates two pieces) and is small."""
+    pieces, _ = components(points, radius=SURFACE_LINK * voxel)
+    size = np.bincount(pieces)
+    return torch.from_numpy(size[pieces] >= SURFACE_PIECE * size.max())
 
 
 def _on_support(pts: Tensor, nrm: Tensor, body: Tensor, surr: SurfacePoints, up: Tensor, voxel: float,

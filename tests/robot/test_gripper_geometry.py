@@ -136,23 +136,3 @@ def test_pairs_whose_surface_would_be_inside_the_fingers_are_dropped():
     across = np.array([[int(np.argmin(np.linalg.norm(can - e, axis=1))) for e in ends]])
     assert _fits_between_fingers(across, can, PANDA).all()
 
-
-def test_an_object_rests_on_a_plane_when_only_its_unseen_band_is_missing():
-    from featurefields.robot.locate import _rests_on
-
-    table = Plane(torch.tensor([0.0, 0.0, 1.0]), 0.0)
-    rng = np.random.default_rng(0)
-    d = rng.normal(size=(6000, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    ball = torch.from_numpy(d * 0.063 + [0, 0, 0.063]).float()  # a 12.6 cm ball standing on the table
-    seen = ball[ball[:, 2] > 0.0127]  # cameras 40-45 degrees up see down to about 1.3 cm above the table
-    hidden = torch.tensor([[0.0, 0.0, 0.0], [0.004, 0.0, 0.0]])  # the table right under it is hidden
-    assert _rests_on(table, seen, seen, hidden, math.radians(42))
-    assert not _rests_on(table, seen, seen, hidden, math.radians(15))  # from that low it would have been seen
-    assert not _rests_on(table, seen, seen, torch.zeros(0, 3), math.radians(42))  # nothing hidden under it
-    # a mug's handle: a 1.1 cm tube 1.5 cm above the table, hidden table under it, is held by the mug, not the table
-    a = torch.linspace(-math.pi / 2, math.pi / 2, 200)
-    handle = torch.stack([0.028 * torch.cos(a), torch.zeros_like(a), 0.043 + 0.022 * torch.sin(a)], 1)
-    assert float(handle[:, 2].min()) > 0.015
-    assert not _rests_on(table, handle, handle, torch.tensor([[0.014, 0.0, 0.0]]), math.radians(42))
-    assert _rests_on(table, handle - torch.tensor([0, 0, 0.019]), handle, hidden, math.radians(42))  # touching
