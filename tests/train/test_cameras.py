@@ -163,3 +163,30 @@ def test_configs_with_the_former_camera_step_sizes_still_load():
     d["lr"].update(camera_rotation=5e-3, camera_translation=5e-3)
     cfg = TrainConfig.from_dict(d)
     assert cfg.optimize_cameras and cfg.lr.means == TrainConfig().lr.means
+
+
+def test_evaluation_alignment_undoes_one_common_similarity():
+    """benchmarks/camera_refine.py's BARF-style evaluation: the Procrustes similarity fitted to the camera centres
+    takes a set of poses moved by one similarity (turned, shifted, scaled) back onto the true ones exactly, rotations
+    included; the rigid fit cannot undo the scale."""
+    from benchmarks.camera_refine import align, carry
+
+    rng = np.random.default_rng(0)
+    n = 10
+    true = np.tile(np.eye(4), (n, 1, 1))
+    for k in range(n):
+        true[k, :3, :3] = rotation_about(rng.normal(size=3), rng.uniform(0, math.pi))
+    true[:, :3, 3] = rng.normal(size=(n, 3))
+    G = np.eye(4)
+    G[:3, :3] = 1.03 * rotation_about(np.array([1.0, 2.0, 0.5]), 0.2)
+    G[:3, 3] = [0.1, -0.2, 0.3]
+    learned = carry(G, true)
+    r, t = pose_errors(learned, true)
+    assert r.min() > 10 and t.min() > 1e-2  # really moved
+    T = align(learned[:, :3, 3], true[:, :3, 3], scale=True)
+    assert np.allclose(T, np.linalg.inv(G), atol=1e-9)
+    r, t = pose_errors(carry(T, learned), true)
+    assert r.max() < 1e-4 and t.max() < 1e-9
+    rigid = align(learned[:, :3, 3], true[:, :3, 3], scale=False)
+    assert abs(np.linalg.det(rigid[:3, :3]) - 1) < 1e-9
+    assert pose_errors(carry(rigid, learned), true)[1].max() > 1e-3
