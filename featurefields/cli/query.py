@@ -61,9 +61,9 @@ def add_selection_options(p: argparse.ArgumentParser, min_opacity: float | None 
     p.add_argument("--negatives", default="auto",
                    help="auto (= vocabulary, the default) | vocabulary-generic | vocabulary-window | vocabulary-z | "
                         "scene | similar | words | canonical | 'phrase; phrase' (auto: the query also scores as "
-                        "the scene labels it "
-                        "names or is close to in the text space, 'banana' as 'yellow banana', several only for a "
-                        "word more generic than its nearest label; the other labels + canonical are negatives)")
+                        "the scene labels it names or is close to in the text space, 'banana' as 'yellow banana', "
+                        "several only for a word more generic than its nearest label and nearer it than any broad "
+                        "category; the other labels + canonical are negatives)")
     p.add_argument("--threshold", type=arg(number, lo=-1, hi=1), default=None,
                    help="relevancy (text, default 0.5) or cosine similarity (prompts, default 0.8) above which a "
                         "pixel or Gaussian is selected")

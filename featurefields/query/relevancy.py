@@ -64,6 +64,7 @@ def split_positives(query: str) -> list[str]:
 
 
 # Words after which a phrase's head noun has been said: "a mug of coffee" is a mug, "a banana on the table" a banana.
+_ARTICLES = frozenset("a an the this that".split())
 _PREPOSITIONS = frozenset("of on in with at from for under near beside by behind inside".split())
 
 
@@ -125,7 +126,10 @@ Z_MIN = 1.2  # chosen on the descriptive list (its neighbours there: 1.1 and 1.3
 # word is of that category rather than the query's ("ceramic bowl": kitchen 0.46 > food 0.32).
 CATEGORIES: tuple[str, ...] = ("person", "vehicle", "outdoor", "animal", "accessory", "sports", "kitchen", "food",
                                "furniture", "electronic", "appliance", "indoor")
-SAME_CATEGORY = 0.8  # a reference category at least this close to the query is the query in other words
+# A label leaves a class word for a rival category only when it is nearer that category by this much: on the
+# descriptive tabletop "food"'s bowl and ball are 0.06 and 0.16 nearer kitchen and sports, while the plain tiny
+# tabletop's "bowl" is 0.01 nearer food than "kitchenware" (and is kitchenware). Chosen between those, so fragile.
+CATEGORY_MARGIN = 0.03
 
 
 def compound(text: str) -> str:
@@ -136,7 +140,7 @@ def compound(text: str) -> str:
     if head not in w:
         return " ".join(w)
     i = w.index(head)
-    return " ".join(w[max(0, i - 1):i + 1])
+    return " ".join(w[i - 1:i + 1]) if i > 0 and w[i - 1] not in _ARTICLES else head
 
 
 def label_forms(label: str) -> list[str]:
@@ -165,11 +169,12 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
       A more specific word is a synonym: it stands for its nearest label and what that label's head noun names
       ("cola" is the soda can alone, though as near the bottle and the mug as "kitchenware" is to the mug and the
       bowl). Both sides are cosines of the same encoder to the same phrases, so this test has no scale to calibrate.
-    - 'category' (the default): 'generic', and a class word keeps a close label only if the label is nearer the
-      query than any reference category (:data:`CATEGORIES`, less those >= SAME_CATEGORY to the query: "food" is
-      one) is, on the label form the query matched: each label's own threshold, from the text model, so "food" is
-      the banana and the cereal box but not the bowl (kitchen) or the toy ball (sports). The nearest close label
-      always stays: the category test chooses among close labels, the similarity floor decides whether any.
+    - 'category' (the default): 'generic', and a class word keeps a close label only if no rival reference
+      category (:data:`CATEGORIES` less the query's own, its nearest one: 'kitchen' for "kitchenware") is nearer
+      the label, on the form the query matched, by more than CATEGORY_MARGIN: each label's own threshold, from
+      the text model, so "food" is the banana and the cereal box but not the bowl (kitchen) or the toy ball
+      (sports). The nearest close label always stays: the category test chooses among close labels, the
+      similarity floor decides whether any.
       ``categories`` = (query to category [P, C], label form to category [L, K, C]).
     - 'window': every close label (the rule before).
     - 'zscore': the close labels whose similarity is also >= Z_MIN standard deviations above the mean over the
@@ -197,10 +202,11 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
         if rule in ("generic", "category") and close and float(generality[0][i]) < float(generality[1][best_j]):
             names = [labels[best_j], head_noun(labels[best_j])]  # a synonym: its nearest label's kind
         elif rule == "category" and len(close) > 1:
-            others = categories[0][i] < SAME_CATEGORY  # [C]: the reference categories that are not the query
+            others = torch.ones_like(categories[0][i], dtype=torch.bool)  # [C]: the query's rivals, all but ...
+            others[int(categories[0][i].argmax())] = False  # ... its nearest category: its own ('kitchen', 'food')
             if bool(others.any()):
                 names = [labels[j] for j in close if j == best_j or float(s[j]) >= float(
-                    categories[1][j, int(best_form[i, j])][others].max())]
+                    categories[1][j, int(best_form[i, j])][others].max()) - CATEGORY_MARGIN]
         elif rule == "zscore" and len(cand) > 1:
             c = s[cand]
             z = {j: float((s[j] - c.mean()) / c.std().clamp_min(1e-6)) for j in close}
