@@ -64,7 +64,7 @@ def split_positives(query: str) -> list[str]:
 
 
 # Words after which a phrase's head noun has been said: "a mug of coffee" is a mug, "a banana on the table" a banana.
-_ARTICLES = frozenset("a an the this that".split())
+_ARTICLES = frozenset({"a", "an", "the", "this", "that"})
 _PREPOSITIONS = frozenset("of on in with at from for under near beside by behind inside".split())
 
 

@@ -12,8 +12,8 @@ from featurefields.errors import ConfigError
 from featurefields.query.relevancy import (
     CANONICAL_NEGATIVES,
     CATEGORIES,
-    MAX_QUERY_CHARS,
     CATEGORY_MARGIN,
+    MAX_QUERY_CHARS,
     Z_MIN,
     QueryError,
     compound,
