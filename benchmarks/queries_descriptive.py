@@ -9,8 +9,9 @@ For each rule, :func:`featurefields.query.evaluate_queries.evaluate_queries` wit
 ``benchmarks/queries_descriptive.json`` (object -> exact label, partial name, two synonyms, a class word, a
 descriptive phrase). The default rule ('auto') is measured as ``ff-eval segmentation --queries`` measures it (3D
 selection by the views lift); the others with the cheaper per-Gaussian feature lift, which is enough to rank them.
-'words@0.1' is the old word rule with a lower ("calibrated") relevancy threshold of 0.1; 'vocabulary-window' and
-'vocabulary-z' are the vocabulary rule with the other text-matching rules (featurefields.query.relevancy.MATCH_RULES).
+'words@0.1' is the old word rule with a lower ("calibrated") relevancy threshold of 0.1; 'vocabulary-generic',
+'vocabulary-window' and 'vocabulary-z' are the vocabulary rule with the other text-matching rules
+(featurefields.query.relevancy.MATCH_RULES).
 
 ``--locate``: the robot API too: ``field.locate`` (default settings) for each object's partial name and synonyms,
 the found instance nearest the object against its true mesh centroid (as ``ff-eval locate`` measures it).
@@ -31,7 +32,8 @@ from featurefields.query.engine import QueryEngine  # noqa: E402
 from featurefields.query.evaluate import SegmentationConfig  # noqa: E402
 from featurefields.query.evaluate_queries import evaluate_queries, read_queries  # noqa: E402
 
-MODES = ("auto", "vocabulary-window", "vocabulary-z", "similar", "words", "words@0.1", "canonical")
+MODES = ("auto", "vocabulary-generic", "vocabulary-window", "vocabulary-z", "similar", "words", "words@0.1",
+         "canonical")
 
 
 def main() -> None:

@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="comma-separated labels (default: the objects of objects.json)")
     s.add_argument("--views", default=d.views, help="test | train | all | frame list (default: test)")
     s.add_argument("--negatives", default=None,
-                   help="scene (default; auto with --queries) | auto | vocabulary | vocabulary-window | "
-                        "vocabulary-z | similar | words | canonical | 'a; b'")
+                   help="scene (default; auto with --queries) | auto | vocabulary | vocabulary-generic | "
+                        "vocabulary-window | vocabulary-z | similar | words | canonical | 'a; b'")
     s.add_argument("--queries", metavar="FILE",
                    help="JSON file object -> queries by kind (exact, partial, synonym, class, phrase): evaluate "
                         "what people type instead of the labels (see benchmarks/queries_descriptive.json)")

@@ -29,14 +29,17 @@ how it scores: text -> the field's text-aligned teacher (labels: all-MiniLM-L6-v
 relevancy = min over negatives of softmax(q.f, n.f) at temperature 0.1 (LERF), on rendered feature maps and on
 every Gaussian's own decoded feature. Masks and the 3D selection keep relevancy > --threshold (0.5: the query
 beats every negative). --negatives auto first matches the query against the scene's label names: a label it
-names ("banana" for "yellow banana") or is close to in the text space (cosine >= 0.4 to the label or its head
-noun, within 0.1 of the best: "cup" for "blue coffee mug", "fruit" for "yellow banana") scores for the query;
-several labels only for a word more generic than its nearest label (nearer the canonical phrases): "kitchenware"
-is the mug and the bowl, "cola" the can alone. The other labels and the canonical object/things/stuff/texture are
-negatives. 'vocabulary-window': every close label scores (the rule before); 'vocabulary-z': close labels that also
-stand out from the scene's labels (z-score >= 1.2). 'scene': the same as auto without canonical
-(best-label assignment); 'similar': matched labels only leave the negatives; 'words': labels named by the query's
-words leave the negatives (the old rule); 'canonical': LERF's four. query.json lists what each phrase stood for.
+names ("banana" for "yellow banana") or is close to in the text space (cosine >= 0.4 to the label, its compound
+or its head noun, within 0.1 of the best: "cup" for "blue coffee mug", "fruit" for "yellow banana") scores for
+the query; several labels only for a word more generic than its nearest label (nearer the canonical phrases):
+"kitchenware" is the mug and the bowl, "cola" the can alone; and of those, only the labels nearer the word than
+any of COCO's twelve supercategories (kitchen, food, sports, ...): "food" is the banana and the cereal box, not
+the bowl (kitchen) or the toy ball (sports). The other labels and the canonical object/things/stuff/texture are
+negatives. 'vocabulary-generic': without the category test; 'vocabulary-window': every close label scores;
+'vocabulary-z': close labels that also stand out from the scene's labels (z-score >= 1.2). 'scene': the same as
+auto without canonical (best-label assignment); 'similar': matched labels only leave the negatives; 'words':
+labels named by the query's words leave the negatives (the old rule); 'canonical': LERF's four. query.json lists
+what each phrase stood for.
 
 outputs under --out: <view>_heatmap.png, <view>_mask.png (0/255) per view; selection.pt (3D selection, for
 ff-edit --selection); relevancy.ply with --ply (the field + a 'relevancy' property per Gaussian); query.json
@@ -56,10 +59,11 @@ def add_selection_options(p: argparse.ArgumentParser, min_opacity: float | None 
     from ..query.engine import DEFAULT_MIN_OPACITY
 
     p.add_argument("--negatives", default="auto",
-                   help="auto (= vocabulary, the default) | vocabulary-window | vocabulary-z | scene | similar | "
-                        "words | canonical | 'phrase; phrase' (auto: the query also scores as the scene labels it "
-                        "names or is close to in the text space, 'banana' as 'yellow banana', several only for a "
-                        "word more generic than its nearest label; the other labels + canonical are negatives)")
+                   help="auto (= vocabulary, the default) | vocabulary-generic | vocabulary-window | vocabulary-z | "
+                        "scene | similar | words | canonical | 'phrase; phrase' (auto: the query also scores as "
+                        "the scene labels it names or is close to in the text space, 'banana' as 'yellow banana', "
+                        "several only for a word more generic than its nearest label and nearer it than any broad "
+                        "category; the other labels + canonical are negatives)")
     p.add_argument("--threshold", type=arg(number, lo=-1, hi=1), default=None,
                    help="relevancy (text, default 0.5) or cosine similarity (prompts, default 0.8) above which a "
                         "pixel or Gaussian is selected")

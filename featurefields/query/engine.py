@@ -32,10 +32,11 @@ from ..fields.rendering import FieldRender
 from ..fields.views import interpolated_views, views_from_camera_file  # noqa: F401  (re-exported)
 from .relevancy import (
     CANONICAL_NEGATIVES,
+    CATEGORIES,
     TEMPERATURE,
     TEXT_MATCH,
     QueryError,
-    head_noun,
+    label_forms,
     relevancy_from_scores,
     scene_negatives,
     split_phrases,
@@ -46,9 +47,11 @@ from .selection import Selection
 
 # How a query's negatives are chosen (see resolve_query). 'auto' is 'vocabulary' (measured best on the descriptive
 # tabletop, benchmarks/results/queries_descriptive.json); the others stay selectable by name.
-NEGATIVE_MODES = ("auto", "vocabulary", "vocabulary-window", "vocabulary-z", "similar", "words", "scene", "canonical")
-# the vocabulary modes' text-matching rule (relevancy.MATCH_RULES); 'auto', 'vocabulary' and 'similar' use 'generic'
-_MATCH_RULE_OF_MODE = {"vocabulary-window": "window", "vocabulary-z": "zscore"}
+NEGATIVE_MODES = ("auto", "vocabulary", "vocabulary-generic", "vocabulary-window", "vocabulary-z", "similar", "words",
+                  "scene", "canonical")
+# the vocabulary modes' text-matching rule (relevancy.MATCH_RULES); 'auto', 'vocabulary', 'scene' and 'similar' use
+# 'category'
+_MATCH_RULE_OF_MODE = {"vocabulary-generic": "generic", "vocabulary-window": "window", "vocabulary-z": "zscore"}
 DEFAULT_THRESHOLD = 0.5  # relevancy above it: the positive beats every negative (LERF's pairwise softmax > 1/2)
 DEFAULT_MIN_OPACITY = 0.3  # Gaussians below it are mostly see-through and carry poorly supervised features
 DEFAULT_SIMILARITY = 0.8  # cosine to a prompt's reference feature above which a pixel/Gaussian belongs to it
@@ -211,11 +214,13 @@ class QueryEngine:
         Modes (``negatives``):
 
         - 'vocabulary' ('auto', the default): each positive stands for the scene labels it names by the word rule
-          or is close to in the text space (:func:`~.relevancy.vocabulary_matches`, rule 'generic': only a word
-          more generic than its nearest label stands for several); those labels score for it, every other scene
+          or is close to in the text space (:func:`~.relevancy.vocabulary_matches`, rule 'category': only a word
+          more generic than its nearest label stands for several, and of those only the labels nearer it than any
+          broad reference category); those labels score for it, every other scene
           label and the canonical phrases are negatives. "banana" in a scene labelled "yellow banana" is the
           banana, "fruit" is the banana too, "tin" (like everything a little) is nothing.
-        - 'vocabulary-window', 'vocabulary-z': the same with the 'window' (every close label) or 'zscore' rule.
+        - 'vocabulary-generic', 'vocabulary-window', 'vocabulary-z': the same with the 'generic' (no category
+          test), 'window' (every close label) or 'zscore' rule.
         - 'scene': the same without the canonical phrases: the best-label rule of segmentation.
         - 'similar': the scene labels the positive stands for are dropped from the negatives but do not score.
         - 'words': scene labels not named by the word rule + canonical (the rule before text matching).
@@ -240,7 +245,7 @@ class QueryEngine:
             if mode == "words" or not labels:
                 scene = scene_negatives(labels, positives)
             else:
-                named = self._vocabulary(positives, labels, name, _MATCH_RULE_OF_MODE.get(mode, "generic"))
+                named = self._vocabulary(positives, labels, name, _MATCH_RULE_OF_MODE.get(mode, "category"))
                 said = {lab for m in named for lab in m}
                 scene = [lab for lab in scene_negatives(labels, []) if lab not in said]
                 if mode != "similar":
@@ -256,22 +261,25 @@ class QueryEngine:
         return QueryTexts(name, positives, negs, stands_for, emb)
 
     def _vocabulary(self, positives: list[str], labels: list[str], teacher: str,
-                    rule: str = "generic") -> list[list[str]]:
-        """Per positive, the scene labels it stands for (text-space similarity to each label and its head noun,
-        and for the 'generic' rule how near each is to the canonical phrases)."""
+                    rule: str = "category") -> list[list[str]]:
+        """Per positive, the scene labels it stands for (text-space similarity to each of a label's forms, how
+        near each is to the canonical phrases, and for the 'category' rule to the reference categories)."""
         match = TEXT_MATCH.get(teacher)
         if match is None:  # an encoder whose cosine scale is not calibrated: the word rule alone
-            return vocabulary_matches(positives, labels, torch.full((len(positives), len(labels), 2), -1.0),
+            return vocabulary_matches(positives, labels, torch.full((len(positives), len(labels), 1), -1.0),
                                       rule="window")
-        heads = [head_noun(lab) or lab for lab in labels]
-        canon = list(CANONICAL_NEGATIVES)
-        emb = self.encode_text(list(positives) + list(labels) + heads + canon, teacher).float()
-        p, n = len(positives), len(labels)
-        q, lab_e, head_e, can_e = emb[:p], emb[p:p + n], emb[p + n:p + 2 * n], emb[p + 2 * n:]
-        sim = torch.stack([q @ lab_e.T, q @ head_e.T], dim=-1)  # [P, L, 2]
+        forms = [f for lab in labels for f in label_forms(lab)]  # [L * K]: phrase, compound, head noun
+        canon, cats = list(CANONICAL_NEGATIVES), list(CATEGORIES)
+        emb = self.encode_text(list(positives) + forms + canon + cats, teacher).float()
+        p, n, k = len(positives), len(labels), len(forms) // max(len(labels), 1)
+        q, form_e = emb[:p], emb[p:p + n * k]
+        can_e, cat_e = emb[p + n * k:p + n * k + len(canon)], emb[p + n * k + len(canon):]
+        sim = (q @ form_e.T).reshape(p, n, k)  # [P, L, K]
         generality = ((q @ can_e.T).max(dim=-1).values,  # [P]
-                      torch.maximum(lab_e @ can_e.T, head_e @ can_e.T).max(dim=-1).values)  # [L]
-        return vocabulary_matches(positives, labels, sim, *match, rule=rule, generality=generality)
+                      (form_e @ can_e.T).max(dim=-1).values.reshape(n, k).max(dim=-1).values)  # [L]
+        categories = (q @ cat_e.T, (form_e @ cat_e.T).reshape(n, k, len(cats)))  # [P, C], [L, K, C]
+        return vocabulary_matches(positives, labels, sim, *match, rule=rule, generality=generality,
+                                  categories=categories)
 
     def _texts(self, query: str | Sequence[str], negatives, teacher: str | None) -> QueryTexts:
         positives = split_positives(query) if isinstance(query, str) else [

@@ -11,7 +11,8 @@ with the scene's other label names as negatives it is the best-label assignment 
 
 Before scoring, a query is matched against the scene's vocabulary (:func:`vocabulary_matches`: the labels it names
 by the word rule or is close to in the text space score for it; the others are negatives), so "cup" finds a scene's
-"blue coffee mug" instead of losing to it. Pure functions here; text encoding and rendering live in :mod:`.engine`.
+"blue coffee mug" instead of losing to it, and a class word ("food") the labels nearer it than any broad
+category. Pure functions here; text encoding and rendering live in :mod:`.engine`.
 """
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def split_positives(query: str) -> list[str]:
 
 
 # Words after which a phrase's head noun has been said: "a mug of coffee" is a mug, "a banana on the table" a banana.
+_ARTICLES = frozenset({"a", "an", "the", "this", "that"})
 _PREPOSITIONS = frozenset("of on in with at from for under near beside by behind inside".split())
 
 
@@ -113,23 +115,52 @@ MATCH_WITHIN = 0.1  # ... and at most this far below the query's best label: "fr
 # with) match by the word rule alone until measured.
 TEXT_MATCH: dict[str, tuple[float, float]] = {"labels": (MATCH_MIN, MATCH_WITHIN)}
 NEVER_MATCHED = ("background",)  # the room around a scene is no answer to a query for a thing
-# How a query picks labels among the close ones (vocabulary_matches): 'generic' (the default) lets only a word more
-# generic than its nearest label stand for several; 'window' takes every label within MATCH_WITHIN of the best (the
-# rule before); 'zscore' takes those that also stand out from the scene's vocabulary by Z_MIN standard deviations.
-MATCH_RULES = ("generic", "window", "zscore")
+# How a query picks labels among the close ones (vocabulary_matches): 'category' (the default) is 'generic' with
+# each extra label of a class word checked against broad categories; 'generic' lets only a word more generic than
+# its nearest label stand for several; 'window' takes every label within MATCH_WITHIN of the best; 'zscore' takes
+# those that also stand out from the scene's vocabulary by Z_MIN standard deviations.
+MATCH_RULES = ("category", "generic", "window", "zscore")
 Z_MIN = 1.2  # chosen on the descriptive list (its neighbours there: 1.1 and 1.3), so a fragile alternative
+# The 'category' rule's reference categories: COCO's twelve supercategories, a published taxonomy of everyday
+# objects, taken as they are (not written for any scene here). A label that is nearer one of them than the class
+# word is of that category rather than the query's ("ceramic bowl": kitchen 0.46 > food 0.32).
+CATEGORIES: tuple[str, ...] = ("person", "vehicle", "outdoor", "animal", "accessory", "sports", "kitchen", "food",
+                               "furniture", "electronic", "appliance", "indoor")
+# A label leaves a class word for a rival category only when it is nearer that category by this much: on the
+# descriptive tabletop "food"'s bowl and ball are 0.06 and 0.16 nearer kitchen and sports, while the plain tiny
+# tabletop's "bowl" is 0.01 nearer food than "kitchenware" (and is kitchenware). Chosen between those, so fragile.
+CATEGORY_MARGIN = 0.03
+
+
+def compound(text: str) -> str:
+    """A label's kind without its outer modifiers: the head noun and the word before it ('yellow cereal box' ->
+    'cereal box'): what a thing is for or made of ('soda can') rather than how it looks ('red')."""
+    w = words(text)
+    head = head_noun(text)
+    if head not in w:
+        return " ".join(w)
+    i = w.index(head)
+    return " ".join(w[i - 1:i + 1]) if i > 0 and w[i - 1] not in _ARTICLES else head
+
+
+def label_forms(label: str) -> list[str]:
+    """The phrases a label is compared with a query as: itself, its compound and its head noun (a class word such
+    as 'reading material' is nearer a bare noun than a description, 'food' nearer 'cereal box' than 'box')."""
+    name = " ".join(label.replace("_", " ").split())
+    return [name, compound(label) or name, head_noun(label) or name]
 
 
 def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Tensor,
-                       min_sim: float = MATCH_MIN, within: float = MATCH_WITHIN, rule: str = "generic",
-                       generality: tuple[Tensor, Tensor] | None = None) -> list[list[str]]:
+                       min_sim: float = MATCH_MIN, within: float = MATCH_WITHIN, rule: str = "category",
+                       generality: tuple[Tensor, Tensor] | None = None,
+                       categories: tuple[Tensor, Tensor] | None = None) -> list[list[str]]:
     """For each positive, the scene labels it stands for: those it names by the word rule, plus those it is close
-    to in the text space. ``sim`` [P, L, 2]: cosine of each positive to each label phrase and to the label's head
-    noun ("book" for "blue hardcover book": a class word such as "reading material" is nearer a bare noun than a
-    description). A label is close when its similarity (the larger of the two) is >= ``min_sim`` and within
-    ``within`` of the positive's best label (a close label brings the labels it names: "cup" is the mug, so its
-    "mug handle" too), so a partial name, a synonym or a class word finds its objects and a
-    word that is vaguely like everything ("tin": 0.3 to half the table) finds nothing rather than the wrong thing.
+    to in the text space. ``sim`` [P, L, K]: cosine of each positive to each of a label's K forms
+    (:func:`label_forms`: the phrase, its compound, its head noun). A label is close when its similarity (the best
+    form) is >= ``min_sim`` and within ``within`` of the positive's best label (a close label brings the labels it
+    names: "cup" is the mug, so its "mug handle" too), so a partial name, a synonym or a class word finds its
+    objects and a word that is vaguely like everything ("tin": 0.3 to half the table) finds nothing rather than
+    the wrong thing.
 
     ``rule`` (:data:`MATCH_RULES`) decides whether a query may stand for several close labels:
 
@@ -138,6 +169,13 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
       A more specific word is a synonym: it stands for its nearest label and what that label's head noun names
       ("cola" is the soda can alone, though as near the bottle and the mug as "kitchenware" is to the mug and the
       bowl). Both sides are cosines of the same encoder to the same phrases, so this test has no scale to calibrate.
+    - 'category' (the default): 'generic', and a class word keeps a close label only if no rival reference
+      category (:data:`CATEGORIES` less the query's own, its nearest one: 'kitchen' for "kitchenware") is nearer
+      the label, on the form the query matched, by more than CATEGORY_MARGIN: each label's own threshold, from
+      the text model, so "food" is the banana and the cereal box but not the bowl (kitchen) or the toy ball
+      (sports). The nearest close label always stays: the category test chooses among close labels, the
+      similarity floor decides whether any.
+      ``categories`` = (query to category [P, C], label form to category [L, K, C]).
     - 'window': every close label (the rule before).
     - 'zscore': the close labels whose similarity is also >= Z_MIN standard deviations above the mean over the
       scene's labels (the relative structure: a label must stand out from the vocabulary).
@@ -146,10 +184,13 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
     the labels it stands for."""
     if rule not in MATCH_RULES:
         raise ConfigError(f"unknown vocabulary rule '{rule}': one of {', '.join(MATCH_RULES)}")
-    if rule == "generic" and generality is None:
-        raise ConfigError("the 'generic' vocabulary rule needs each phrase's similarity to the canonical phrases")
+    if rule in ("generic", "category") and generality is None:
+        raise ConfigError(f"the '{rule}' vocabulary rule needs each phrase's similarity to the canonical phrases")
+    if rule == "category" and categories is None:
+        raise ConfigError("the 'category' vocabulary rule needs each phrase's similarity to the reference categories")
     out = []
-    best_sim = sim.float().max(dim=-1).values  # [P, L]
+    sim = sim.float()
+    best_sim, best_form = sim.max(dim=-1)  # [P, L]
     cand = [j for j, lab in enumerate(labels) if words(lab) and " ".join(words(lab)) not in NEVER_MATCHED]
     for i, p in enumerate(positives):
         s = best_sim[i]
@@ -158,8 +199,14 @@ def vocabulary_matches(positives: Sequence[str], labels: Sequence[str], sim: Ten
         floor = max(min_sim, best - within)
         close = [j for j in cand if float(s[j]) >= floor]
         names = [labels[j] for j in close]
-        if rule == "generic" and close and float(generality[0][i]) < float(generality[1][best_j]):
+        if rule in ("generic", "category") and close and float(generality[0][i]) < float(generality[1][best_j]):
             names = [labels[best_j], head_noun(labels[best_j])]  # a synonym: its nearest label's kind
+        elif rule == "category" and len(close) > 1:
+            others = torch.ones_like(categories[0][i], dtype=torch.bool)  # [C]: the query's rivals, all but ...
+            others[int(categories[0][i].argmax())] = False  # ... its nearest category: its own ('kitchen', 'food')
+            if bool(others.any()):
+                names = [labels[j] for j in close if j == best_j or float(s[j]) >= float(
+                    categories[1][j, int(best_form[i, j])][others].max()) - CATEGORY_MARGIN]
         elif rule == "zscore" and len(cand) > 1:
             c = s[cand]
             z = {j: float((s[j] - c.mean()) / c.std().clamp_min(1e-6)) for j in close}

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from .session import ClientSession
 
 # see QueryEngine.resolve_query
-NEGATIVES = ("auto", "vocabulary-window", "vocabulary-z", "scene", "similar", "words", "canonical", "custom")
+NEGATIVES = ("auto", "vocabulary-generic", "vocabulary-window", "vocabulary-z", "scene", "similar", "words",
+             "canonical", "custom")
 HELP = ("**Click** the scene: point prompt. **Shift-drag**: box prompt. Results replace, add to or subtract from "
         "the selection (Combine).")
 
@@ -51,8 +52,10 @@ class ControlPanel:
             self.negatives = gui.add_dropdown("Negatives", NEGATIVES, initial_value="auto",
                                               hint="auto: the query also scores as the scene labels it names "
                                                    "or is close to ('cup' as 'blue coffee mug'; several only for a "
-                                                   "class word such as 'kitchenware'); the other labels + LERF's "
-                                                   "canonical ones are negatives. vocabulary-window, vocabulary-z: "
+                                                   "class word such as 'food', and of its labels those nearer it "
+                                                   "than any broad category); the other labels + LERF's "
+                                                   "canonical ones are negatives. vocabulary-generic, "
+                                                   "vocabulary-window, vocabulary-z: "
                                                    "other matching rules; scene: without canonical; similar, words: "
                                                    "older rules; or your own phrases")
             self.custom = gui.add_text("Custom negatives", "", visible=False, hint="phrases separated by ';'")

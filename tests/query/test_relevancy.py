@@ -11,11 +11,15 @@ import torch.nn.functional as F
 from featurefields.errors import ConfigError
 from featurefields.query.relevancy import (
     CANONICAL_NEGATIVES,
+    CATEGORIES,
+    CATEGORY_MARGIN,
     MAX_QUERY_CHARS,
     Z_MIN,
     QueryError,
+    compound,
     cosine_scores,
     head_noun,
+    label_forms,
     lerf_relevancy,
     linear_cosine_scores,
     names_same_thing,
@@ -153,7 +157,17 @@ class _HandMadeField:
         return self.teacher
 
     def encode_text(self, phrases, teacher):
-        return torch.stack([self.vectors[p] for p in phrases])
+        return torch.stack([self._vector(p) for p in phrases])
+
+    def _vector(self, p):
+        if p in self.vectors:
+            return self.vectors[p]
+        owner = next((k for k in self.vectors if compound(k) == p), None)
+        if owner is not None:  # an unlisted compound ('soda can') is its label
+            return self.vectors[owner]
+        if p in CATEGORIES:  # unlisted reference categories: as generic as the canonical phrases
+            return self.vectors[CANONICAL_NEGATIVES[0]]
+        raise KeyError(p)
 
 
 # axes: banana, can, mug, generic (the canonical phrases live there)
@@ -246,17 +260,20 @@ def test_only_a_word_more_generic_than_its_nearest_label_stands_for_several():
     assert window == [labels[1:], labels[1:]]
     # ... but 'cola' is farther from the canonical phrases than the can (more specific: a synonym, the can alone)
     # and 'drinks' nearer than the mug (a class word: all three); swap the genericities and the answers swap
-    got = vocabulary_matches(["cola", "drinks"], labels, sim, generality=(torch.tensor([0.31, 0.45]), labels_generic))
+    got = vocabulary_matches(["cola", "drinks"], labels, sim, rule="generic",
+                             generality=(torch.tensor([0.31, 0.45]), labels_generic))
     assert got == [["red soda can"], labels[1:]]
-    got = vocabulary_matches(["cola", "drinks"], labels, sim, generality=(torch.tensor([0.45, 0.31]), labels_generic))
+    got = vocabulary_matches(["cola", "drinks"], labels, sim, rule="generic",
+                             generality=(torch.tensor([0.45, 0.31]), labels_generic))
     assert got == [labels[1:], ["blue coffee mug"]]
     # a synonym stands for its nearest label's kind: every label its head noun names (both mugs, not the can)
     mugs = ["red soda can", "blue coffee mug", "red coffee mug"]
     s2 = torch.tensor([[[0.3, 0.35], [0.6, 0.71], [0.6, 0.70]]])
-    got = vocabulary_matches(["cup"], mugs, s2, generality=(torch.tensor([0.3]), torch.tensor([0.4, 0.4, 0.4])))
+    got = vocabulary_matches(["cup"], mugs, s2, rule="generic",
+                             generality=(torch.tensor([0.3]), torch.tensor([0.4, 0.4, 0.4])))
     assert got == [["blue coffee mug", "red coffee mug"]]
     with pytest.raises(ConfigError, match="canonical"):
-        vocabulary_matches(["cola"], labels, sim[:1])
+        vocabulary_matches(["cola"], labels, sim[:1], rule="generic")
     with pytest.raises(ConfigError, match="unknown vocabulary rule"):
         vocabulary_matches(["cola"], labels, sim[:1], rule="nearest")
 
@@ -306,3 +323,74 @@ def test_grouped_positives_score_as_their_best_member():
     rel = relevancy_from_scores(pos, neg, groups=[[0, 1], [2]])
     assert rel.shape == (2, 2)
     assert rel[0, 0] > 0.5 and rel[1, 0] > 0.5 and rel[0, 1] < 0.5 and rel[1, 1] < 0.5
+
+
+def test_label_forms_are_the_phrase_its_compound_and_its_head_noun():
+    assert compound("yellow cereal box") == "cereal box" and compound("ceramic bowl") == "ceramic bowl"
+    assert compound("banana") == "banana" and compound("a mug of coffee") == "mug"
+    assert label_forms("Yellow_Cereal box") == ["Yellow Cereal box", "yellow cereal box"[7:], "box"]
+    assert label_forms("mug") == ["mug", "mug", "mug"]
+
+
+# 'food' against a table, a ceramic bowl, a yellow cereal box and a yellow banana; forms: phrase, compound, head
+_FOOD_LABELS = ["table", "ceramic bowl", "yellow cereal box", "yellow banana"]
+_FOOD_SIM = torch.tensor([[[0.37, 0.37, 0.37], [0.32, 0.32, 0.46], [0.34, 0.42, 0.36], [0.35, 0.35, 0.49]]])
+_FOOD_GENERALITY = (torch.tensor([0.5]), torch.tensor([0.4, 0.4, 0.4, 0.4]))  # 'food' is a class word
+
+
+def _food_categories(query_to_food=0.95, bowl_kitchen=0.52, banana_kitchen=0.37, food_of_labels=0.3):
+    """Reference categories (kitchen, food): the query's cosine to each [1, 2], each label form's [4, 3, 2]."""
+    kitchen = torch.tensor([[0.35] * 3, [0.46, 0.46, bowl_kitchen], [0.24, 0.3, 0.2], [0.25, 0.25, banana_kitchen]])
+    return torch.tensor([[0.3, query_to_food]]), torch.stack([kitchen, torch.full((4, 3), food_of_labels)], dim=-1)
+
+
+def test_a_class_word_keeps_only_the_close_labels_no_broad_category_is_nearer():
+    kw = {"generality": _FOOD_GENERALITY}
+    # the bowl (head noun 0.46), the box (its compound 'cereal box' 0.42) and the banana are all close to 'food'
+    assert vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, rule="generic", **kw) == [_FOOD_LABELS[1:]]
+    # ... but the bowl's head noun is nearer 'kitchen' (0.52) than 'food' (0.46): the bowl is kitchenware
+    got = vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, categories=_food_categories(), **kw)
+    assert got == [["yellow cereal box", "yellow banana"]]
+    # a bowl nearer the kitchen than food by less than the margin stays
+    for bowl_kitchen, kept in ((0.46 + CATEGORY_MARGIN - 0.005, True), (0.46 + CATEGORY_MARGIN + 0.005, False)):
+        cats = _food_categories(bowl_kitchen=bowl_kitchen)
+        got = vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, categories=cats, **kw)
+        assert ("ceramic bowl" in got[0]) == kept and "yellow cereal box" in got[0]
+    # the nearest close label always stays: the test picks among close labels, the floor decides whether any
+    got = vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, categories=_food_categories(banana_kitchen=0.6), **kw)
+    assert got == [["yellow cereal box", "yellow banana"]]
+    # the query's own category (its nearest: 'food' here) is no rival however near the labels; when 'kitchen' is
+    # its nearest instead, 'food' is a rival nearer every label and only the nearest label stays
+    own = _food_categories(food_of_labels=0.9, query_to_food=0.95)
+    assert vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, categories=own, **kw) == [
+        ["yellow cereal box", "yellow banana"]]
+    rival = _food_categories(food_of_labels=0.9, query_to_food=0.2)
+    assert vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, categories=rival, **kw) == [["yellow banana"]]
+    # a synonym (less generic than its nearest label) is its nearest label whatever the categories say
+    syn = (torch.tensor([0.3]), _FOOD_GENERALITY[1])
+    assert vocabulary_matches(["snack"], _FOOD_LABELS, _FOOD_SIM, generality=syn,
+                              categories=_food_categories()) == [["yellow banana"]]
+    with pytest.raises(ConfigError, match="reference categories"):
+        vocabulary_matches(["food"], _FOOD_LABELS, _FOOD_SIM, **kw)
+
+
+# axes: bowl, box, banana, kitchen, generic; the labels' compounds and head nouns are given where they differ
+_FOOD = {
+    "table": [0, 0, 0, 0.3, 1], "ceramic bowl": [1, 0, 0, 0.9, 0.4], "bowl": [1, 0, 0, 0.9, 0.4],
+    "yellow cereal box": [0, 1, 0, 0, 0.4], "box": [0, 1, 0, 0, 0.4], "yellow banana": [0, 0, 1, 0, 0.4],
+    "banana": [0, 0, 1, 0, 0.4],
+    "food": [0.8, 0.55, 0.65, 0, 0.6],  # a class word: near the bowl as near the box and the banana, generic
+    "kitchen": [0, 0, 0, 1, 0],
+    **{c: [0, 0, 0, 0, 1] for c in CANONICAL_NEGATIVES},
+}
+
+
+def test_resolve_query_checks_a_class_words_labels_against_the_reference_categories():
+    from featurefields.query.engine import QueryEngine
+
+    eng = QueryEngine(_HandMadeField(_FOOD, _FOOD_LABELS))
+    # the bowl is nearer 'kitchen' (0.64) than 'food' (0.56): by default food is the box and the banana
+    assert eng.resolve_query(["food"], "auto").stands_for == [["yellow cereal box", "yellow banana"]]
+    assert eng.resolve_query(["food"], "vocabulary-generic").stands_for == [_FOOD_LABELS[1:]]
+    t = eng.resolve_query(["food"], "vocabulary")
+    assert "ceramic bowl" in t.negatives and "yellow cereal box" not in t.negatives
