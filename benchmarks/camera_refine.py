@@ -41,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import featurefields  # noqa: E402
 from benchmarks.sfm_tabletop import machine  # noqa: E402
 from featurefields.cli.train import build_parser, config_from_args  # noqa: E402
 from featurefields.data import load_scene  # noqa: E402
@@ -104,20 +105,18 @@ def run(name: str, scene: Path, extra: list[str], work: Path, iterations: int | 
     return row
 
 
-def held_out(ckpt: Path, true_c2w: np.ndarray, T: np.ndarray, test_idx: list[int]) -> dict:
+def held_out(field, true_c2w: np.ndarray, T: np.ndarray, test_idx: list[int]) -> dict:
     """Held-out PSNR at the true poses, at the true poses carried into the learned frame by T (true -> learned is
     T^-1), and after test-time photometric refinement of each pose from there against the frozen field (BARF's
     protocol): the localiser's fine stage, colour only and without its exposure fit (train and test frames come
     from one camera, and PSNR counts exposure too). Also how far the refinement moved each pose."""
     import torch
 
-    import featurefields
     from featurefields.localize.config import FineConfig
     from featurefields.localize.fine import refine_pose
     from featurefields.localize.inputs import make_query
     from featurefields.train.losses import psnr
 
-    field = featurefields.load(ckpt)
     fine = FineConfig(brightness=False)
     start_all = carry(np.linalg.inv(T), true_c2w)
     rows = []
@@ -187,16 +186,17 @@ def main() -> None:
         row = run(name, scene, extra, work, args.iterations, args.reuse)
         ckpt = row.pop("_checkpoint")
         cams = load_checkpoint(ckpt)["cameras"]
+        field = featurefields.load(ckpt)  # the trained field, for both alignments' held-out renders
         c2w = np.asarray(cams["c2w"], dtype=np.float64)
         c2w = c2w[[cams["frame_names"].index(n) for n in true_scene.frame_names]]
         row["raw"]["training_poses_vs_true"] = pose_stats(c2w[train_idx], true_c2w[train_idx])
         rigid = align(c2w[train_idx, :3, 3], true_c2w[train_idx, :3, 3], scale=False)
         row["rigid"] = {"training_poses_vs_true": pose_stats(carry(rigid, c2w[train_idx]), true_c2w[train_idx]),
-                        "held_out": held_out(ckpt, true_c2w, rigid, true_scene.test_idx)["mean"]}
+                        "held_out": held_out(field, true_c2w, rigid, true_scene.test_idx)["mean"]}
         sim = align(c2w[train_idx, :3, 3], true_c2w[train_idx, :3, 3], scale=True)
         row["protocol"] = {"alignment_scale": float(np.cbrt(np.linalg.det(sim[:3, :3]))),
                            "training_poses_vs_true": pose_stats(carry(sim, c2w[train_idx]), true_c2w[train_idx]),
-                           "held_out": held_out(ckpt, true_c2w, sim, true_scene.test_idx)}
+                           "held_out": held_out(field, true_c2w, sim, true_scene.test_idx)}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("raw", "protocol")}
                          | {"protocol": {**row["protocol"], "held_out": row["protocol"]["held_out"]["mean"]}}))

@@ -133,12 +133,15 @@ def plan_grasps(field: FeatureField, text: str, *, gripper: ParallelJaw | str | 
 
 def _grasps_of(loc: Located, inst: int, text: str, grip: ParallelJaw, prefer: Tensor | None, cos_tol: float,
                box, seeds: int, rng) -> tuple[list[Grasp], str]:
+    from scipy.spatial import cKDTree
+
     pts, nrm = loc.points.double().numpy(), loc.normals.double().numpy()
-    pairs = antipodal_pairs(pts, nrm, grip.friction, grip.max_width - 0.002, seeds, rng)
+    tree = cKDTree(pts)  # one k-d tree over the instance's surface for the pair search and the finger-fit check
+    pairs = antipodal_pairs(pts, nrm, grip.friction, grip.max_width - 0.002, seeds, rng, tree=tree)
     if len(pairs) == 0:
         return [], f"instance {inst}: no antipodal contact pair within the friction cone fits the " \
                    f"{grip.max_width * 100:.1f} cm opening"
-    pairs = pairs[_fits_between_fingers(pairs, pts, grip)]
+    pairs = pairs[_fits_between_fingers(pairs, pts, grip, tree)]
     if len(pairs) == 0:
         return [], f"instance {inst}: no antipodal pair leaves the surface between the open fingers (at most " \
                    f"{grip.max_width * 100:.1f} cm apart)"
@@ -195,17 +198,18 @@ def _grasps_of(loc: Located, inst: int, text: str, grip: ParallelJaw, prefer: Te
 
 
 def antipodal_pairs(pts: np.ndarray, nrm: np.ndarray, mu: float, max_width: float, seeds: int, rng,
-                    min_width: float = 0.002, perturb: int = 2) -> np.ndarray:
+                    min_width: float = 0.002, perturb: int = 2, tree=None) -> np.ndarray:
     """[K, 2] indices (i, j) of contact pairs on a surface (points [P, 3], outward normals [P, 3]): from each seed
     i, the closing line runs along -n_i (and ``perturb`` random directions within half the friction cone) and j
     is the first surface point met along it (sampled every point spacing, nearest point within 1.5 spacings, via a
-    k-d tree) whose normal faces along it; both contacts must have the line inside their friction cones."""
+    k-d tree, ``tree`` if given: a scipy cKDTree over ``pts``) whose normal faces along it; both contacts must have
+    the line inside their friction cones."""
     from scipy.spatial import cKDTree
 
     n = len(pts)
     if n < 2:
         return np.zeros((0, 2), np.int64)
-    tree = cKDTree(pts)
+    tree = cKDTree(pts) if tree is None else tree
     spacing = float(np.median(tree.query(pts, k=2)[0][:, 1]))
     cone = math.atan(mu)
     pick = rng.choice(n, size=min(seeds, n), replace=False)
@@ -237,7 +241,7 @@ def antipodal_pairs(pts: np.ndarray, nrm: np.ndarray, mu: float, max_width: floa
     return np.unique(np.stack([i_idx[ok], j_idx[ok]], 1).astype(np.int64).reshape(-1, 2), axis=0)
 
 
-def _fits_between_fingers(pairs: np.ndarray, pts: np.ndarray, grip: ParallelJaw) -> np.ndarray:
+def _fits_between_fingers(pairs: np.ndarray, pts: np.ndarray, grip: ParallelJaw, tree=None) -> np.ndarray:
     """[K] bool: whether the instance's own surface around each pair's closing line lies between the fingers
     opened for that pair, for every approach angle: no surface point within reach of a finger's face (half its
     width across, its tip's depth along any approach: a cylinder about the line) may lie between the inner and
@@ -259,7 +263,7 @@ def _fits_between_fingers(pairs: np.ndarray, pts: np.ndarray, grip: ParallelJaw)
     # the FIT_NEIGHBOURS nearest reach ~1.5 cm on a 2.5 mm surface, the slab's size)
     half = (outer - inner) / 2
     centres = np.concatenate([mid - x * (inner + half)[:, None], mid + x * (inner + half)[:, None]])  # [2K, 3]
-    dist, idx = cKDTree(pts).query(centres, k=min(FIT_NEIGHBOURS, len(pts)),
+    dist, idx = (cKDTree(pts) if tree is None else tree).query(centres, k=min(FIT_NEIGHBOURS, len(pts)),
                                    distance_upper_bound=float(np.hypot(half, rho).max()))
     idx = idx.reshape(len(centres), -1)
     found = np.isfinite(dist.reshape(len(centres), -1))
