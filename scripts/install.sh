@@ -18,10 +18,21 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# pip, without the machine-specific noise of index folders that do not exist (exit status kept).
+# pip, without the machine-specific noise of index folders that do not exist (exit status kept). Large wheels
+# (open3d is 400 MB) can lose their connection half-way: pip resumes a broken download many times over, and a
+# failed install is tried again from where its cache left off.
+export PIP_RESUME_RETRIES=${PIP_RESUME_RETRIES:-50} PIP_RETRIES=${PIP_RETRIES:-10} PIP_TIMEOUT=${PIP_TIMEOUT:-60}
 pip_install() {
-  python -m pip install -q "$@" 2>&1 | { grep -v -e "is neither a file nor a directory" -e "^ *$" || true; }
-  return "${PIPESTATUS[0]}"
+  local attempt status
+  for attempt in 1 2 3; do
+    set +e
+    python -m pip install -q "$@" 2>&1 | { grep -v -e "is neither a file nor a directory" -e "^ *$" || true; }
+    status=${PIPESTATUS[0]}
+    set -e
+    [ "$status" = 0 ] && return 0
+    [ "$attempt" = 3 ] || echo "pip install failed (exit $status); trying again ($((attempt + 1)) of 3)"
+  done
+  return "$status"
 }
 
 PYTHON=${PYTHON:-python3}
