@@ -48,12 +48,17 @@ template int64_t footprint_candidates_cpu<double>(int64_t, const double*, const 
 
 template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const ProjectGrads<T>& g, int threads) {
     const Camera<T> cam = make_camera(a.viewmat, a.K, a.width, a.height, a.eps2d, a.near_plane, a.far_plane);
-    // The camera's gradient is a sum over Gaussians: one partial sum per worker, added up at the end.
-    std::vector<T> partial(size_t(threads) * 12, T(0));
+    // The camera's gradient is a sum over Gaussians: one partial sum per worker, each on cache lines of its own
+    // (packed side by side, two workers' sums shared a line, which then moved between the cores at every Gaussian:
+    // 17 ms instead of 5 for 100k Gaussians on 2 cores), added up in worker order at the end (deterministic).
+    struct alignas(64) Partial {
+        T v[12] = {};
+    };
+    std::vector<Partial> partial(static_cast<size_t>(threads));
 #pragma omp parallel num_threads(threads)
     {
-        T* vRt = partial.data() + 12 * size_t(worker_id());
-#pragma omp for schedule(static)
+        T vRt[12] = {};
+#pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < a.n; ++i) {
             T v_depth = g.v_depths ? g.v_depths[i] : T(0);
             if (g.radii[i] <= 0) continue;  // culled: not drawn, no gradient (its depth is not differentiable either)
@@ -61,13 +66,13 @@ template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const Projec
                             g.v_conics + 3 * i, v_depth, g.v_means + 3 * i, g.v_quats + 4 * i, g.v_scales + 3 * i,
                             vRt, vRt + 9);
         }
+        for (int q = 0; q < 12; ++q) partial[size_t(worker_id())].v[q] = vRt[q];
     }
     if (g.v_viewmat) {
-        for (int w = 0; w < threads; ++w) {
-            const T* p = partial.data() + 12 * size_t(w);
+        for (const Partial& p : partial) {
             for (int i = 0; i < 3; ++i) {
-                for (int j = 0; j < 3; ++j) g.v_viewmat[4 * i + j] += p[3 * i + j];
-                g.v_viewmat[4 * i + 3] += p[9 + i];
+                for (int j = 0; j < 3; ++j) g.v_viewmat[4 * i + j] += p.v[3 * i + j];
+                g.v_viewmat[4 * i + 3] += p.v[9 + i];
             }
         }
     }

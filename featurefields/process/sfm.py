@@ -4,6 +4,11 @@ Small images are upsampled for feature extraction only. SIFT localises keypoints
 best, and a 200 x 150 photo has a few hundred of them; measured on the bundled scene (48 views at 200 x 150),
 extracting at 3x (longest side >= 600) took the camera-centre error after alignment from 2.1 cm to 0.6-0.7 cm. The
 keypoints and the camera are scaled back afterwards, so the model describes the images as they are.
+
+SIFT estimates each keypoint's affine shape (COLMAP's ``estimate_affine_shape``) rather than a circular patch: a
+surface seen obliquely then gives the same descriptor from both sides, and more of the matches survive geometric
+verification. Measured on the bundled scene over four seeds: 3,100 -> 4,050 points, rotation error after alignment
+RMS 0.49 -> 0.39 degrees (each seed lower), camera centres unchanged (ATE 5.6-6.5 mm), 10-20% more time.
 """
 from __future__ import annotations
 
@@ -93,12 +98,15 @@ def run_sfm(image_dir: Path, names: list[str], work: Path, opts: SfmOptions, *, 
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = opts.camera_model
     mode = pycolmap.CameraMode.SINGLE if opts.single_camera else pycolmap.CameraMode.PER_IMAGE
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.sift.estimate_affine_shape = True
     bar = tqdm(total=len(names), desc="features (SIFT)", unit="img", disable=not opts.progress, dynamic_ncols=True)
     for k in range(0, len(names_feat), EXTRACT_CHUNK):
         chunk = names_feat[k:k + EXTRACT_CHUNK]
         try:
             pycolmap.extract_features(str(db), str(feat_dir), image_names=chunk, camera_mode=mode,
-                                      reader_options=reader, device=pycolmap.Device.cpu)
+                                      reader_options=reader, extraction_options=extraction,
+                                      device=pycolmap.Device.cpu)
         except (ValueError, RuntimeError) as e:
             raise DataError(f"{feat_dir}: feature extraction failed ({' '.join(str(e).split())})") from None
         if opts.single_camera and k == 0:
