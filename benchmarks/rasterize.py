@@ -30,8 +30,11 @@ benchmarks/cpu_acceptance.sh, which builds AVX2-only and SSE variants there).
 
 The scene is synthetic and stands in for a trained one: N Gaussians spread through the view frustum at depths 2-6,
 opacities uniform in 0.05-0.95, screen radii log-uniform in 2-15 px at N = 100k and scaled by sqrt(100k / N) for other
-N (more Gaussians, smaller ones, as in real scenes). The loss is a fixed random linear function of image and alpha,
-so every gradient (means, quats, scales, opacities, colours, background, camera pose) is computed.
+N (more Gaussians, smaller ones, as in real scenes). The backward starts from fixed random gradients of image and
+alpha (the gradient of a fixed random linear loss, handed to autograd as they are), so every gradient (means, quats,
+scales, opacities, colours, background, camera pose) is computed and nothing but the renderer is timed: computing
+that loss inside the timed region (an elementwise product and sum over the [H, W, D] image, and their backward)
+took 13 ms of the native 205 ms at D=128 and is the same work for every backend.
 """
 from __future__ import annotations
 
@@ -116,7 +119,7 @@ def worker(backend: str, device: str, D: int, N: int, size: int, repeats: int, t
         t0 = time.perf_counter()
         out = render(means, quats, scales, opac, colors, viewmat, K, size, size, background=bg, backend=backend)
         if backward:
-            ((out.image * w_img).sum() + (out.alpha * w_alpha).sum()).backward()
+            torch.autograd.backward([out.image, out.alpha], [w_img, w_alpha])
         sync()
         return time.perf_counter() - t0, float(out.alpha.mean())
 
