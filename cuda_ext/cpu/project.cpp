@@ -78,15 +78,26 @@ template <typename T> void project_bwd_cpu(const ProjectArgs<T>& a, const Projec
     }
 }
 
-template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads) {
+// Colours (3 channels) get their own instance of the per-Gaussian maths, with the channel loops unrolled.
+template <int CC, typename T> void sh_fwd_loop(const SHArgs<T>& a, T* out, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < a.n; ++i) sh_eval_one(a, i, out + i * a.channels);
+    for (int64_t i = 0; i < a.n; ++i) sh_eval_one<CC>(a, i, out + i * a.channels);
+}
+
+template <typename T> void sh_fwd_cpu(const SHArgs<T>& a, T* out, int threads) {
+    if (a.channels == 3) sh_fwd_loop<3>(a, out, threads);
+    else sh_fwd_loop<0>(a, out, threads);
+}
+
+template <int CC, typename T> void sh_bwd_loop(const SHArgs<T>& a, const SHGrads<T>& g, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < a.n; ++i)
+        sh_eval_one_bwd<CC>(a, i, g.v_out + i * a.channels, g.v_dc, g.v_rest, g.v_dirs ? g.v_dirs + 3 * i : nullptr);
 }
 
 template <typename T> void sh_bwd_cpu(const SHArgs<T>& a, const SHGrads<T>& g, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < a.n; ++i)
-        sh_eval_one_bwd(a, i, g.v_out + i * a.channels, g.v_dc, g.v_rest, g.v_dirs ? g.v_dirs + 3 * i : nullptr);
+    if (a.channels == 3) sh_bwd_loop<3>(a, g, threads);
+    else sh_bwd_loop<0>(a, g, threads);
 }
 
 #define FF_INSTANTIATE(T)                                                                         \

@@ -84,11 +84,13 @@ template <typename T> FF_HD void normalize3_bwd(const T* n, T len, const T* vn, 
 }
 
 // SH value of Gaussian i for C channels: out[c] = sum_k basis_k(dir_i) coeff_k[c]. A is the api.h SHArgs.
-template <typename A, typename T> FF_HD void sh_eval_one(const A& a, int64_t i, T* out) {
+// CC > 0: the channel count as a compile-time constant (CC == a.channels), so that the per-coefficient loops over
+// channels unroll; the CPU kernels use CC = 3 for colours (the case every training step runs), 0 otherwise.
+template <int CC = 0, typename A, typename T> FF_HD void sh_eval_one(const A& a, int64_t i, T* out) {
     T n[3], b[16];
     normalize3(a.dirs + 3 * i, n);
     sh_bases(a.degree, n, b);
-    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+    const int nb = (a.degree + 1) * (a.degree + 1), C = CC > 0 ? CC : a.channels;
     for (int c = 0; c < C; ++c) out[c] = T(0);
     for (int k = 0; k < nb; ++k) {
         const T* row = a.row(i, k);
@@ -98,12 +100,12 @@ template <typename A, typename T> FF_HD void sh_eval_one(const A& a, int64_t i, 
 
 // Reverse of sh_eval_one given v_out [C]: coefficient gradients written whole (bases beyond the degree get 0),
 // direction gradient added to v_dir [3] (through the normalisation).
-template <typename A, typename T>
+template <int CC = 0, typename A, typename T>
 FF_HD void sh_eval_one_bwd(const A& a, int64_t i, const T* v_out, T* v_dc, T* v_rest, T* v_dir) {
     T n[3], b[16], vb[16];
     const T len = normalize3(a.dirs + 3 * i, n);
     sh_bases(a.degree, n, b);
-    const int nb = (a.degree + 1) * (a.degree + 1), C = a.channels;
+    const int nb = (a.degree + 1) * (a.degree + 1), C = CC > 0 ? CC : a.channels;
     if (v_dir && a.degree > 0) {  // dL/dbasis: only the direction needs it (a pass over every coefficient)
         for (int k = 0; k < nb; ++k) {
             const T* row = a.row(i, k);
