@@ -262,17 +262,19 @@ def _fits_between_fingers(pairs: np.ndarray, pts: np.ndarray, grip: ParallelJaw,
     # the surface points nearest each finger's slab centre (a k-d tree query for both fingers of every pair at once;
     # the FIT_NEIGHBOURS nearest reach ~1.5 cm on a 2.5 mm surface, the slab's size)
     half = (outer - inner) / 2
-    centres = np.concatenate([mid - x * (inner + half)[:, None], mid + x * (inner + half)[:, None]])  # [2K, 3]
+    # both fingers of every pair at once: rows [0, K) the finger on p1's side, [K, 2K) the one on p2's
+    side = np.concatenate([-np.ones(len(pairs)), np.ones(len(pairs))])[:, None]  # [2K, 1]
+    mid2, x2, inner2, outer2, half2 = (np.concatenate([a, a]) for a in (mid, x, inner, outer, half))
+    centres = mid2 + side * x2 * (inner2 + half2)[:, None]  # [2K, 3] the finger slabs' centres
     dist, idx = (cKDTree(pts) if tree is None else tree).query(centres, k=min(FIT_NEIGHBOURS, len(pts)),
                                    distance_upper_bound=float(np.hypot(half, rho).max()))
     idx = idx.reshape(len(centres), -1)
     found = np.isfinite(dist.reshape(len(centres), -1))
-    d = pts[np.where(found, idx, 0)] - np.concatenate([mid, mid])[:, None]  # [2K, k, 3]
-    xx = np.concatenate([x, x])[:, None]
-    t = np.abs((d * xx).sum(-1))
-    perp = np.linalg.norm(d - (d * xx).sum(-1, keepdims=True) * xx, axis=-1)
-    lo, hi = np.concatenate([inner, inner])[:, None], np.concatenate([outer, outer])[:, None]
-    inside = (found & (perp <= rho) & (t >= lo) & (t <= hi)).any(1)  # [2K]
+    d = pts[np.where(found, idx, 0)] - mid2[:, None]  # [2K, k, 3]
+    along = (d * x2[:, None]).sum(-1)  # [2K, k]
+    perp = np.linalg.norm(d - along[..., None] * x2[:, None], axis=-1)
+    t = np.abs(along)
+    inside = (found & (perp <= rho) & (t >= inner2[:, None]) & (t <= outer2[:, None])).any(1)  # [2K]
     return ~(inside[:len(pairs)] | inside[len(pairs):])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..query.engine import DEFAULT_SIMILARITY, DEFAULT_THRESHOLD
+from ..query.engine import DEFAULT_SIMILARITY, DEFAULT_THRESHOLD, NEGATIVE_MODES
 from ..teachers.rebuild import text_aligned
 from .paint import RGB, modes_for
 
@@ -12,9 +12,8 @@ if TYPE_CHECKING:
     from ..query.selection import Selection
     from .session import ClientSession
 
-# see QueryEngine.resolve_query
-NEGATIVES = ("auto", "vocabulary-generic", "vocabulary-window", "vocabulary-z", "scene", "similar", "words",
-             "canonical", "custom")
+# the engine's modes (see QueryEngine.resolve_query; 'vocabulary' is 'auto' by another name) and the user's own
+NEGATIVES = tuple(m for m in NEGATIVE_MODES if m != "vocabulary") + ("custom",)
 HELP = ("**Click** the scene: point prompt. **Shift-drag**: box prompt. Results replace, add to or subtract from "
         "the selection (Combine).")
 
