@@ -68,10 +68,11 @@ def fuse_surface(field: "FeatureField", views: Sequence[View], *, voxel: float |
     renders = []
     with torch.no_grad():
         for full in views:
-            # render only where the cube projects, with pixels no bigger than a voxel (up to 4x the view's own)
+            # render only where the region projects (not the whole cube: its voxels outside the region are never
+            # extracted), with pixels no bigger than a voxel (up to 4x the view's own)
             dist = float((full.c2w[:3, 3].cpu() - (lo + hi) / 2).norm())
             scale = float(np.clip(dist / (float(full.K[0, 0]) * voxel), 1.0, MAX_RENDER_SCALE))
-            v = region_view(full, origin, origin + res * voxel, scale)
+            v = region_view(full, lo, hi, scale)
             if v is None:
                 continue
             out = field.render(v, with_features=False)

@@ -36,11 +36,12 @@ class SceneCollider:
         box = fcl.CollisionObject(fcl.Box(*map(float, extent)), fcl.Transform(rotation, center))
         return any(fcl.collide(box, o, fcl.CollisionRequest(), fcl.CollisionResult()) > 0 for o in self._objects)
 
-    def gripper_collides(self, gripper: ParallelJaw, pose: np.ndarray, opening: float) -> str | None:
+    def gripper_collides(self, gripper: ParallelJaw, pose: np.ndarray, opening: float,
+                         margins: dict[str, float] | None = None) -> str | None:
         """The name of the first gripper part that touches the scene at ``pose`` [4, 4] with the fingers
-        ``opening`` apart, or None when it is free."""
+        ``opening`` apart, or None when it is free; ``margins``: metres a part (by name) is grown by on each side."""
         R, t = pose[:3, :3], pose[:3, 3]
         for name, c, e in gripper.boxes(opening):
-            if self.box_collides(R @ c + t, R, e):
+            if self.box_collides(R @ c + t, R, e + 2 * (margins or {}).get(name, 0.0)):
                 return name
         return None

@@ -271,7 +271,7 @@ def _fits(gt: GroundTruthScene, label: str, grip: ParallelJaw, table: Plane, see
                                                float(gt.table[1][2])]])])
     loc = Located(label, pts, nrm, pts.mean(0), upright_box(completed, torch.tensor([0.0, 0.0, 1.0])), 1.0,
                   Selection.none(0), table if resting else None, surr)
-    grasps, reason = _grasps_of(loc, 0, label, grip, None, -1.0, None, 600, np.random.default_rng(seed))
+    grasps, reason = _grasps_of(loc, 0, label, grip, None, -1.0, None, 600, np.random.default_rng(seed), k=1)
     return None if grasps else reason.replace("instance 0: ", "")
 
 

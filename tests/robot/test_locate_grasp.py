@@ -110,10 +110,23 @@ def test_grasps_never_go_through_the_scene(field, truth):
     below[:3, 1] = np.cross(below[:3, 2], below[:3, 0])
     below[:3, 0] = np.cross(below[:3, 1], below[:3, 2])
     below[:3, 3] = [below[0, 3], below[1, 3], 0.77]
-    assert _below_plane(loc.support, PANDA, below, 0.08)
+    assert _below_plane(loc.support, PANDA, below[:3, 0], below[None, :3, 1], below[None, :3, 2], below[:3, 3],
+                        0.08)[0]
     top = field.grasps("box", gripper=PANDA, k=3, approach="top", located=grasps.located)
     assert all(float(g.approach[2]) < -np.cos(np.radians(45)) + 1e-6 for g in top)
 
+
+
+def test_the_search_stops_early_with_the_ranking_of_every_pair(field):
+    """Collision checks stop once k distinct grasps beat every pair left: the top k are those of the full search."""
+    for label in ("can", "box"):
+        loc = field.locate(label)
+        for approach in ("any", "top", (0.6, 0.3, -1.0), (-1.0, 0.2, -0.3)):
+            every = field.grasps(label, gripper=PANDA, k=1000, located=loc, approach=approach)
+            for k in (1, 4):
+                few = field.grasps(label, gripper=PANDA, k=k, located=loc, approach=approach)
+                assert len(few) == min(k, len(every))
+                assert [(g.score, g.pose.tolist()) for g in few] == [(g.score, g.pose.tolist()) for g in every[:k]]
 
 def _free_spot(truth: GroundTruthScene, label: str) -> torch.Tensor:
     """A point on the table top at least 12 cm from every object, for a second copy of ``label``."""

@@ -42,3 +42,15 @@ def test_only_the_main_pieces_of_relevant_surface_are_the_instance():
     assert bool(keep[:1600].all()) and not bool(keep[1600:].any())
     twin = flat + torch.tensor([0.3, 0.0, 0.0])  # a second surface as big: both are kept
     assert bool(_main_pieces(torch.cat([flat, twin]), 0.0025).all())
+
+
+def test_isolated_elements_do_not_stretch_the_region_fused():
+    from featurefields.robot.locate import _dense_bounds
+
+    g = torch.arange(10, dtype=torch.float32) * 0.01
+    bowl = torch.stack(torch.meshgrid(g, g, g[:4], indexing="ij"), -1).reshape(-1, 3)  # [400, 3] 9 x 9 x 3 cm
+    floaters = torch.tensor([[0.05, 0.05, 0.15], [0.2, 0.05, 0.02], [0.05, -0.12, 0.0]])  # 6-12 cm off, alone
+    lo, hi = _dense_bounds(torch.cat([bowl, floaters]))
+    assert torch.allclose(lo, bowl.min(0).values) and torch.allclose(hi, bowl.max(0).values)
+    lo, hi = _dense_bounds(torch.cat([bowl, bowl + torch.tensor([0.2, 0.0, 0.0])]))  # a second dense part counts
+    assert torch.allclose(hi, bowl.max(0).values + torch.tensor([0.2, 0.0, 0.0]))
