@@ -181,7 +181,7 @@ def kernel_rates(scene, bg, w_img, w_alpha, size: int, repeats: int) -> dict:
         return statistics.median(ts)
 
     t_fwd = timed(lambda: lib.rasterize_fwd(*args))
-    t_bwd = timed(lambda: lib.rasterize_bwd(*args, img, alpha, last, w_img, w_alpha, D, True, True))
+    t_bwd = timed(lambda: lib.rasterize_bwd(*args, img, alpha, last, w_img, w_alpha, D, True, True, True))
     live, taken, entries = lib.rasterize_pairs(*args, last)
     fwd_flops = FWD_FLOPS_LIVE * live + 2 * D * taken
     bwd_flops = BWD_FLOPS_LIVE * live + (2 * D + 2 * D + BWD_FLOPS_TAKEN) * taken  # (geometry channels k = D here)

@@ -325,7 +325,8 @@ std::vector<Tensor> rasterize_bwd(const Tensor& means2d, const Tensor& conics, c
                                   const Tensor& tile_offsets, const Tensor& flat_ids, int64_t width, int64_t height,
                                   int64_t tile_size, const Tensor& image_, const Tensor& alpha_, const Tensor& last_,
                                   const Tensor& v_image_, const c10::optional<Tensor>& v_alpha_,
-                                  int64_t geometry_channels, bool need_geometry, bool need_colors) {
+                                  int64_t geometry_channels, bool need_geometry, bool need_colors,
+                                  bool need_background) {
     RasterInputs r(means2d, conics, opacities, colors, background, rects, tile_offsets, flat_ids, width, height,
                    tile_size);
     Inputs& in = r.in;
@@ -333,6 +334,9 @@ std::vector<Tensor> rasterize_bwd(const Tensor& means2d, const Tensor& conics, c
     Tensor last = in.ints(last_, "last", {height, width});
     Tensor image = in.checked(image_, "image", {height, width, r.D});
     Tensor v_image = in.checked(v_image_, "v_image", {height, width, r.D});
+    Tensor v_background = need_background ? at::zeros({r.D}, in.opts()) : Tensor();
+    if (need_background && in.cuda())  // (the CPU kernels sum it as they read dL/dimage)
+        v_background = at::mv(v_image.reshape({-1, r.D}).t(), 1 - alpha.reshape({-1}));
     if (in.cuda()) {  // channel-major for the CUDA kernels (no copy for the forward's own image)
         image = image.permute({2, 0, 1}).contiguous();
         v_image = v_image.permute({2, 0, 1}).contiguous();
@@ -349,17 +353,21 @@ std::vector<Tensor> rasterize_bwd(const Tensor& means2d, const Tensor& conics, c
     Tensor v_conics = need_geometry ? at::zeros({N, 3}, in.opts()) : Tensor();
     Tensor v_opacities = need_geometry ? at::zeros({N}, in.opts()) : Tensor();
     Tensor v_colors = need_colors ? at::zeros({N, r.D}, in.opts()) : Tensor();
-    if (N > 0 && (need_geometry || need_colors)) {
+    const bool bg_here = need_background && !in.cuda();
+    if (N > 0 && (need_geometry || need_colors || bg_here)) {
         FF_FLOATING(in, [&] {
             auto a = r.args<scalar_t>(width, height, tile_size);
             ff::RasterGrads<scalar_t> g{ptr<scalar_t>(image), ptr<scalar_t>(alpha), ptr<int32_t>(last),
                                         ptr<scalar_t>(v_image), ptr<scalar_t>(v_alpha), int(geometry_channels),
                                         mptr<scalar_t>(v_means2d), mptr<scalar_t>(v_conics),
-                                        mptr<scalar_t>(v_opacities), mptr<scalar_t>(v_colors)};
+                                        mptr<scalar_t>(v_opacities), mptr<scalar_t>(v_colors),
+                                        bg_here ? mptr<scalar_t>(v_background) : nullptr};
             FF_DISPATCH(in, ff::rasterize_bwd_cpu(a, g, threads()), ff::rasterize_bwd_cuda(a, g, stream_of(in)));
         });
+    } else if (bg_here) {  // no Gaussian: the background is all there is
+        v_background = at::mv(v_image.reshape({-1, r.D}).t(), 1 - alpha.reshape({-1}));
     }
-    return {v_means2d, v_conics, v_opacities, v_colors};
+    return {v_means2d, v_conics, v_opacities, v_colors, v_background};
 }
 
 // Pair counts of a render (benchmarks: ns per pair, FLOP rate), CPU tensors only.

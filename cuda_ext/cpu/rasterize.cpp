@@ -358,13 +358,14 @@ template <typename T> struct BwdScratch {
     Scratch<T> grad_cm;                  // [k, P] the geometry channels of grad, channel-major (k <= kSmallK)
     Scratch<T> alpha, e, w;              // per pixel, for the current Gaussian
     Scratch<simd::vec<T>> dpart, xc;     // dpart [P]: per-pixel partial dot products across channel blocks
-    Scratch<T> colk, v_col;              // [dp] colour zeroed from channel k on; the colour gradient
+    Scratch<T> colk, v_col, v_bg;        // [dp] colour zeroed from channel k on; the colour gradient; this worker's
+                                         // share of the background gradient
     Scratch<Ie> last;
     std::vector<uint32_t> rowmask;       // per tile row: chunks' lanes with alpha > 0 (bit c * L + lane)
     BwdScratch(int ts, int D, int k_)
         : lay(ts, D), k(k_), trans(lay.P), rest(lay.P), base(lay.P), grad(size_t(lay.P) * lay.dp),
           grad_cm(k_ <= kSmallK ? size_t(k_) * lay.P : 0), alpha(lay.P), e(lay.P), w(lay.P),
-          dpart(lay.P), xc(lay.nc), colk(lay.dp), v_col(lay.dp), last(lay.P), rowmask(ts) {}
+          dpart(lay.P), xc(lay.nc), colk(lay.dp), v_col(lay.dp), v_bg(lay.dp), last(lay.P), rowmask(ts) {}
 };
 
 // One channel block of the reverse's per-pixel pass over the pixels that took a Gaussian: COL adds w_p G_p into
@@ -456,6 +457,11 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
             const int64_t pix = int64_t(y) * a.width + x;
             const T* vi = g.v_image + pix * D;
             for (int c = 0; c < D; ++c) G[c] = vi[c];
+            if (g.v_background) {  // the background shows through by 1 - alpha (while the row is at hand)
+                T* __restrict vb = ws.v_bg.data();
+                const T behind = T(1) - g.alpha[pix];
+                for (int c = 0; c < D; ++c) vb[c] += behind * vi[c];
+            }
             const T* img = g.image + pix * D;
             const T ga = g.v_alpha ? g.v_alpha[pix] : T(0);
             T rsum = ga * g.alpha[pix], gbg = 0;
@@ -470,6 +476,7 @@ void bwd_tile(const RasterArgs<T>& a, const Rec<T>* recs, const RasterGrads<T>& 
             walk = std::max(walk, g.last[pix]);
         }
     }
+    if (!need_geo && !need_col) return;  // the background gradient alone
     if (need_geo && small_k)
         for (int p = 0; p < P; ++p)
             for (int c = 0; c < k; ++c) grad_cm[size_t(c) * P + p] = grad[size_t(p) * lay.dp + c];
@@ -593,7 +600,7 @@ template <typename T> void rasterize_fwd_cpu(const RasterArgs<T>& a, const Raste
 }
 
 template <typename T> void rasterize_bwd_cpu(const RasterArgs<T>& a, const RasterGrads<T>& g, int threads) {
-    if (!g.v_means2d && !g.v_colors) return;
+    if (!g.v_means2d && !g.v_colors && !g.v_background) return;
     const int64_t n_tiles = num_tiles(a);
     const std::vector<Rec<T>> recs = pack(a, threads);
     StripedLocks* locks = threads > 1 ? new StripedLocks() : nullptr;
@@ -601,8 +608,12 @@ template <typename T> void rasterize_bwd_cpu(const RasterArgs<T>& a, const Raste
 #pragma omp parallel num_threads(threads)
     {
         BwdScratch<T> ws(a.tile_size, a.channels, k);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
         for (int64_t t = 0; t < n_tiles; ++t) bwd_tile<T>(a, recs.data(), g, t, ws, locks);
+        if (g.v_background) {
+#pragma omp critical(ff_v_background)
+            for (int c = 0; c < a.channels; ++c) g.v_background[c] += ws.v_bg.data()[c];
+        }
     }
     delete locks;
 }

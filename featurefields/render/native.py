@@ -153,12 +153,13 @@ class _Rasterize(torch.autograd.Function):
         need_geometry, need_colors = any(need[:3]), need[3]
         if v_image is None:
             v_image = torch.zeros_like(image)
-        v_means2d, v_conics, v_opac, v_colors = _lib().rasterize_bwd(
+        # (dL/dbackground, the sum over pixels of (1 - alpha) dL/dimage, comes from the kernel's read of dL/dimage)
+        v_means2d, v_conics, v_opac, v_colors, v_background = _lib().rasterize_bwd(
             means2d, conics, opacities, colors, background, rects, offsets, ids, *ctx.settings, image, alpha, last,
-            v_image, v_alpha, ctx.geometry_channels, need_geometry, need_colors)
-        v_background = (v_image * (1.0 - alpha)).sum((0, 1)) if need[4] else None
+            v_image, v_alpha, ctx.geometry_channels, need_geometry, need_colors, need[4])
         return (v_means2d if need[0] else None, v_conics if need[1] else None, v_opac if need[2] else None,
-                v_colors if need_colors else None, v_background, None, None, None, None, None, None)
+                v_colors if need_colors else None, v_background if need[4] else None, None, None, None, None, None,
+                None)
 
 
 def rasterize(proj: Projection, opacities: Tensor, colors: Tensor, width: int, height: int,

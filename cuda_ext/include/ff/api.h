@@ -139,6 +139,8 @@ template <typename T> struct RasterGrads {
     T* v_conics;              // [N, 3]
     T* v_opacities;           // [N]
     T* v_colors;              // [N, D] or null
+    T* v_background;          // [D] or null: sum over pixels of (1 - alpha) dL/dimage (CPU; the CUDA path sums it
+                              // with a matrix-vector product in the binding)
 };
 
 template <typename T> void rasterize_fwd_cpu(const RasterArgs<T>& a, const RasterOut<T>& out, int threads);
