@@ -7,8 +7,9 @@
 // cost one vector per row whatever the vector width. The D-wide work is done in registers, a block of up to 8
 // vectors of channels at a time (channel blocking: at D = 512 a block is 64 or 128 channels):
 //   forward:  weights of a batch of up to 32 Gaussians go to a [32, pixels] table with a per-pixel bit mask of the
-//             Gaussians that took it; then each pixel sums w * colour over its bits into register accumulators, so
-//             its accumulator row is loaded and stored once per batch instead of once per Gaussian.
+//             Gaussians that took it; then each pair of neighbouring pixels sums w * colour over its bits into
+//             register accumulators (one colour load serves both), so an accumulator row is loaded and stored once
+//             per batch instead of once per Gaussian.
 //   reverse:  per Gaussian, one pass over the pixels that took it reads each pixel's gradient row once for both the
 //             colour gradient sum_p w_p G_p (register accumulators) and the dot product G_p . colour that dL/dw
 //             needs (fused; for few geometry channels, k <= 8, the dot product is cheaper channel-major, a chunk of
@@ -116,6 +117,7 @@ template <typename T> class Scratch {
 };
 
 constexpr int kBlock = 8;      // vectors of channels held in registers at a time
+constexpr int kPairBlock = 4;  // the same for two pixels at once (forward sums: 2 x 4 accumulators)
 constexpr int kMaxChunks = 16;  // chunks per tile row at most (32 pixels, 2 lanes)
 constexpr int kSmallK = 8;     // reverse: up to this many geometry channels, dot products are done channel-major
 
@@ -134,9 +136,9 @@ template <typename T> inline void chunk_x(const TileBox& b, int nc, simd::vec<T>
 }
 
 // Calls f(nv, block_start) for the channel blocks of dp channels, nv vectors each.
-template <typename T, typename F> inline void for_blocks(int dp, F&& f) {
+template <typename T, int B = kBlock, typename F> inline void for_blocks(int dp, F&& f) {
     const int nvec = dp / simd::lanes<T>;
-    for (int v0 = 0; v0 < nvec; v0 += kBlock) f(std::min(kBlock, nvec - v0), v0 * simd::lanes<T>);
+    for (int v0 = 0; v0 < nvec; v0 += B) f(std::min(B, nvec - v0), v0 * simd::lanes<T>);
 }
 
 // Turns a run-time vector count 1..kBlock into the template argument of K<NV>::run.
@@ -175,65 +177,71 @@ template <typename T> struct FwdScratch {
     }
 };
 
-// acc (+)= sum over the batch's Gaussians jl set in the pixel's bit words of wrow[jl][p] * crow[jl], for NV vectors
-// of channels held in registers (two sets for short rows, so that consecutive Gaussians' FMAs do not wait on each
-// other's latency).
-template <int NV> struct FwdPixel {
+// For two neighbouring pixels p, p + 1 of a row (accumulator rows acc and acc + dp): acc (+)= sum over the
+// Gaussians jl set in either pixel's bit words of wrow[jl][p] * crow[jl], NV vectors of channels in registers. Both
+// pixels lie in one chunk, so a Gaussian that took either wrote both weights (0 where it was not taken: that pixel
+// adds nothing), and each colour vector loaded serves two pixels: at large D the sums are bound by reading the
+// batch's colour rows (from L2), and this halves those reads; 2 NV independent FMA chains hide their latency.
+template <int NV> struct FwdPair {
     template <typename T, typename Ie>
-    static void run(T* acc, bool add, const Ie* words, int nwords, const T* const* wrow, int p, const T* const* crow,
-                    int c0) {
+    static void run(T* acc, const bool* add, const Ie* words, int nwords, const T* const* wrow, int p,
+                    const T* const* crow, int c0, int dp) {
         using V = simd::vec<T>;
         using Ue = std::make_unsigned_t<Ie>;
         constexpr int L = simd::lanes<T>, kBits = 8 * int(sizeof(Ie));
-        constexpr bool two = NV <= 4;
+        T* acc1 = acc + dp;
         V r0[NV], r1[NV];
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) {
-            r0[v] = add ? load<V>(acc + v * L) : bcast<V>(T(0));
-            r1[v] = bcast<V>(T(0));
+            r0[v] = add[0] ? load<V>(acc + v * L) : bcast<V>(T(0));
+            r1[v] = add[1] ? load<V>(acc1 + v * L) : bcast<V>(T(0));
         }
         for (int wd = 0; wd < nwords; ++wd) {
-            for (Ue m = Ue(words[wd]); m;) {
-                int jl = wd * kBits + __builtin_ctzll(m);
-                m &= m - 1;
-                T wj = wrow[jl][p];
+            for (Ue m = Ue(words[wd]); m; m &= m - 1) {
+                const int jl = wd * kBits + __builtin_ctzll(m);
+                const T* w = wrow[jl] + p;
+                const T w0 = w[0], w1 = w[1];
                 const T* c = crow[jl] + c0;
 #pragma GCC unroll 8
-                for (int v = 0; v < NV; ++v) r0[v] += wj * load<V>(c + v * L);
-                if (!two || !m) continue;
-                jl = wd * kBits + __builtin_ctzll(m);
-                m &= m - 1;
-                wj = wrow[jl][p];
-                c = crow[jl] + c0;
-#pragma GCC unroll 8
-                for (int v = 0; v < NV; ++v) r1[v] += wj * load<V>(c + v * L);
+                for (int v = 0; v < NV; ++v) {
+                    const V cv = load<V>(c + v * L);
+                    r0[v] += w0 * cv;
+                    r1[v] += w1 * cv;
+                }
             }
         }
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) store(acc + v * L, two ? r0[v] + r1[v] : r0[v]);
+        for (int v = 0; v < NV; ++v) {
+            store(acc + v * L, r0[v]);
+            store(acc1 + v * L, r1[v]);
+        }
     }
 };
 
 template <typename T> void fwd_flush(const TileBox& b, FwdScratch<T>& ws) {
     using Ie = typename FwdScratch<T>::Ie;
+    static_assert(simd::lanes<T> % 2 == 0, "pixel pairs need chunks of an even number of lanes");
     const TileLayout<T>& lay = ws.lay;
     Ie words[8];
+    // pixel pairs (i, i + 1): a row's stride is whole chunks of an even lane count, so i + 1 is in the row (past
+    // the tile's edge it is padding: no bits, weights 0)
     for (int r = 0; r < b.y1 - b.y0; ++r) {
-        for (int i = 0; i < b.x1 - b.x0; ++i) {
+        for (int i = 0; i < b.x1 - b.x0; i += 2) {
             const int p = r * lay.rs + i;
             Ie any = 0;
             for (int wd = 0; wd < ws.words; ++wd) {
-                Ie& src = ws.bits.data()[size_t(wd) * lay.P + p];
-                words[wd] = src;
-                any |= src;
-                src = 0;
+                Ie* src = ws.bits.data() + size_t(wd) * lay.P + p;
+                words[wd] = src[0] | src[1];
+                any |= words[wd];
+                src[0] = src[1] = 0;
             }
             if (!any) continue;
-            const bool add = ws.started[p];
-            ws.started[p] = 1;
+            const bool add[2] = {bool(ws.started[p]), bool(ws.started[p + 1])};
+            ws.started[p] = ws.started[p + 1] = 1;
             T* acc = ws.accum.data() + size_t(p) * lay.dp;
-            for_blocks<T>(lay.dp, [&](int nv, int c0) {
-                dispatch_nv<FwdPixel>(nv, acc + c0, add, words, ws.words, ws.wrow.data(), p, ws.crow.data(), c0);
+            for_blocks<T, kPairBlock>(lay.dp, [&](int nv, int c0) {
+                dispatch_nv<FwdPair>(nv, acc + c0, add, words, ws.words, ws.wrow.data(), p, ws.crow.data(), c0,
+                                     lay.dp);
             });
         }
     }
