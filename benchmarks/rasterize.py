@@ -5,6 +5,8 @@
     python benchmarks/rasterize.py --out F.json --append --backend torch --counts 10000   # a slice of the grid
     python benchmarks/rasterize.py --out F.json --quick --threads 1 --threads 2 \
         --variant avx2=build/variants/haswell                                             # other builds, 1 and 2 threads
+    python benchmarks/rasterize.py --out F.json --dims 32 128 512 --counts 100000 --sizes 256 --rounds 3
+                                             # the backends alternated over 3 rounds (medians: less drift)
 
 Grid: every available backend (native, torch, and gsplat on a GPU) x D in {3, 32, 128, 512} x N in {10k, 100k, 1M}
 x 256x256 / 512x512, on the CPU and, when there is one, the GPU. Each row is measured in a fresh process: one warm-up,
@@ -226,6 +228,26 @@ def run_one(backend, device, D, N, size, repeats, timeout, threads=0, variant=("
     return out
 
 
+TIMES = ("fwd_ms", "fwd_bwd_ms", "fwd_kernel_ms", "bwd_kernel_ms")
+
+
+def _merge_rounds(found: list[dict]) -> dict:
+    """One row from the rounds of a run: its timings the medians over the rounds, each round's kept."""
+    row = dict(found[0])
+    if len(found) > 1:
+        for key in TIMES:
+            if all(key in f for f in found):
+                row[key] = round(statistics.median(f[key] for f in found), 2)
+        for phase in ("fwd", "bwd"):  # the rates of the median kernel time (the pair and FLOP counts are fixed)
+            t0, t = found[0].get(f"{phase}_kernel_ms"), row.get(f"{phase}_kernel_ms")
+            if t0 and t:
+                row[f"{phase}_ns_per_live_pair"] = round(found[0][f"{phase}_ns_per_live_pair"] * t / t0, 3)
+                row[f"{phase}_gflops"] = round(found[0][f"{phase}_gflops"] * t0 / t, 2)
+                row[f"{phase}_peak_fraction"] = round(found[0][f"{phase}_peak_fraction"] * t0 / t, 4)
+        row["rounds"] = [{k: f[k] for k in TIMES if k in f} for f in found]
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="JSON file to write (a list of rows)")
@@ -243,6 +265,10 @@ def main(argv=None) -> int:
                          "backends run with the first)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                     help="also run the native rows with the extension built into DIR/featurefields/ (repeatable)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every row this many times, the backends in alternating order, and keep the median "
+                         "of the rounds (a shared VM's speed drifts between processes: ratios of rows measured "
+                         "minutes apart carry that drift; every round is kept in the row)")
     ap.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -267,14 +293,20 @@ def main(argv=None) -> int:
     for device in devices:
         backends = [b for b in available_backends(device) if not args.backend or b in args.backend]
         for D, N, size in grid:
-            for backend in backends:
-                runs = [(t, v) for v in variants for t in threads] if backend == "native" and device == "cpu" \
-                    else [(threads[0], variants[0])]
-                for t, v in runs:
-                    row = run_one(backend, device, D, N, size, args.repeats, args.timeout, t, v)
+            runs = [(b, t, v) for b in backends
+                    for t, v in ([(t, v) for v in variants for t in threads] if b == "native" and device == "cpu"
+                                 else [(threads[0], variants[0])])]
+            measured: dict = {run: [] for run in runs}
+            for r in range(max(1, args.rounds)):
+                for run in (runs if r % 2 == 0 else runs[::-1]):
+                    row = run_one(run[0], device, D, N, size, args.repeats, args.timeout, run[1], run[2])
                     if row:
-                        rows.append(row)
-                        print(json.dumps({k: x for k, x in row.items() if k not in ("machine", "build")}))
+                        measured[run].append(row)
+            for run in runs:
+                if measured[run]:
+                    row = _merge_rounds(measured[run])
+                    rows.append(row)
+                    print(json.dumps({k: x for k, x in row.items() if k not in ("machine", "build", "rounds")}))
             write_json(args.out, rows)  # as it goes: a long run keeps what it measured
     print(f"wrote {len(rows)} rows to {args.out}")
     return 0
