@@ -40,11 +40,11 @@ from .quality import cross, ferrari_canny_many
 
 APPROACH_STEP_DEG = 30
 RETREAT = (0.03, 0.06, 0.10)  # metres back along the approach checked for collisions as well
-# metres the palm is grown by on every side against the fused scene: the planner prefers grasps close to the
+# metres a gripper part is grown by on every side against the fused scene: the planner prefers grasps close to the
 # centroid, i.e. as deep as the fused surface lets the palm go, and without a margin the millimetres that surface
 # is off decide whether the palm hits the real object (the cereal box's top grasp did, from its end). The fingers
 # get none: they must pass within the opening's clearance of the object, and 4 mm took every grasp of the box.
-PALM_MARGIN = 0.01
+MARGINS = {"palm": 0.01}
 WEIGHTS = {"epsilon": 0.5, "centring": 0.3, "alignment": 0.2}
 MAX_QUALITY_PAIRS = 96  # contact pairs whose wrench space is computed (the most antipodal, most central first)
 CENTRING_SIGMA = 0.03
@@ -333,7 +333,7 @@ def _collides(collider: SceneCollider, grip: ParallelJaw, pose: np.ndarray, open
     for back in (0.0,) + RETREAT:
         p = pose.copy()
         p[:3, 3] = pose[:3, 3] - back * pose[:3, 2]
-        if collider.gripper_collides(grip, p, opening, {"palm": PALM_MARGIN}) is not None:
+        if collider.gripper_collides(grip, p, opening, MARGINS) is not None:
             return True
     return False
 
@@ -346,8 +346,8 @@ def _below_plane(support, grip: ParallelJaw, x: np.ndarray, ys: np.ndarray, zs: 
     """[A] bool: whether any corner of a gripper box goes through the support (a solid below its plane) at the
     grasp or on its approach (RETREAT), for grasp frames (x, ys [A, 3], zs [A, 3]) centred at ``mid``."""
     n, d = support.normal.double().numpy(), float(support.offset)
-    grown = [(c, e + 2 * (PALM_MARGIN if name == "palm" else 0.0)) for name, c, e in grip.boxes(opening)]
-    corners = np.concatenate([c + _CORNERS * e for c, e in grown])  # [8 B, 3] grasp frame
+    corners = np.concatenate([c + _CORNERS * (e + 2 * MARGINS.get(name, 0.0))
+                              for name, c, e in grip.boxes(opening)])  # [8 B, 3] grasp frame
     height = corners[:, :1] * float(x @ n) + corners[:, 1:2] * (ys @ n)[None] + corners[:, 2:] * (zs @ n)[None]
     lowest = height.min(0) + float(mid @ n) + d  # [A] at the grasp; backing off moves it by -back (z . n)
     back = np.asarray((0.0,) + RETREAT)
