@@ -2,9 +2,10 @@
 
 1. Which elements: every element's own feature scored against the phrase (LERF relevancy with the field's usual
    negatives, so "mug" keeps its handle and "mug handle" is only the handle); opaque ones above the threshold.
-2. How many: connected components of those elements (a kNN graph cut at twice their typical spacing), so two
+2. How many: connected components of those elements (every two closer than twice their typical spacing are
+   linked; not a kNN graph, which cuts an object where its density jumps, a bottle's cap from its body), so two
    mugs give two entries; specks (fewer than ``min_fraction`` of the biggest and than ``min_elements``) are noise.
-3. Where exactly: each instance's box (plus a margin) is fused from the views that see it best into a fine surface
+3. Where exactly: each instance's box (of the dense part of its elements, plus a margin) is fused from the views that see it best into a fine surface
    (``FeatureField.surface_points`` with a region, 2.5 mm), the surface points are scored again by the field's
    features at those points, and the instance keeps the relevant ones near its elements. Its surroundings (the
    support, neighbours within a gripper's reach) are fused coarser (5 mm): what grasps must not collide with.
@@ -107,7 +108,7 @@ def locate(field: FeatureField, text: str, *, negatives="auto", teacher: str | N
                                    f"{float(score.max()):.2f}; negatives: {', '.join(rel3.negatives)})")
     pos = field.element_positions().cpu()
     idx = chosen.nonzero()[:, 0]
-    labels, _ = components(pos[idx])
+    labels, _ = components(pos[idx], k=None)  # (the radius graph: an object's density may jump, see components)
     sizes = np.bincount(labels)
     keep = [c for c in np.argsort(-sizes) if sizes[c] >= max(min_elements, min_fraction * sizes.max())]
     if not keep:

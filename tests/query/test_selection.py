@@ -86,3 +86,18 @@ def test_save_and_load(tmp_path):
     (tmp_path / "junk.pt").write_text("nope")
     with pytest.raises(DataError, match="selection"):
         Selection.load(tmp_path / "junk.pt")
+
+
+def test_the_radius_graph_keeps_an_object_whose_density_jumps_in_one_piece():
+    g = torch.arange(6, dtype=torch.float32) * 0.006
+    h = torch.arange(20, dtype=torch.float32) * 0.006
+    body = torch.stack(torch.meshgrid(g, g, h, indexing="ij"), -1).reshape(-1, 3)  # [720] 6 mm apart, 11.4 cm tall
+    c = torch.arange(5, dtype=torch.float32) * 0.0015
+    cap = torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3) + torch.tensor([0.01, 0.01, 0.124])
+    pts = torch.cat([body, cap])  # a tight cluster of 125 points 1 cm above the body's top
+    knn, radius = components(pts)
+    assert len(set(knn.tolist())) == 2 and radius > 0.01  # the kNN graph: each cluster's 8 nearest are its own
+    one, _ = components(pts, radius=radius, k=None)
+    assert len(set(one.tolist())) == 1
+    apart, _ = components(torch.cat([body, cap + torch.tensor([0.0, 0.0, 0.05])]), radius=radius, k=None)
+    assert len(set(apart.tolist())) == 2  # 6 cm apart: two pieces still
